@@ -1,0 +1,3 @@
+from usmis.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""`usmis` commands of the access domain (merged into the top-level CLI by usmis.cli)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

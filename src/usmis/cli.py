@@ -1,0 +1,69 @@
+"""The ``usmis`` command.  Thin: parses arguments and calls services.
+
+Each domain owns its commands in ``usmis/<domain>/cli.py``; they are merged here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from usmis.access import cli as access_cli
+from usmis.audit import cli as audit_cli
+from usmis.config import Settings
+from usmis.fhir import cli as fhir_cli
+from usmis.ingest import cli as ingest_cli
+from usmis.kit import logging as kit_logging
+from usmis.mpi import cli as mpi_cli
+from usmis.oversight import cli as oversight_cli
+from usmis.synth import cli as synth_cli
+from usmis.vault import cli as vault_cli
+
+app = typer.Typer(no_args_is_help=True, help="USMIS: the Unified State Medical Information System.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(db_app, name="db")
+
+for domain_app in (
+    synth_cli.app,
+    fhir_cli.app,
+    vault_cli.app,
+    access_cli.app,
+    audit_cli.app,
+    ingest_cli.app,
+    mpi_cli.app,
+    oversight_cli.app,
+):
+    if domain_app.registered_commands or domain_app.registered_groups:
+        app.add_typer(domain_app)
+
+
+@app.callback()
+def _setup() -> None:
+    s = Settings()
+    kit_logging.configure(s.log_level, s.log_json)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema (every domain) to the newest revision."""
+    from usmis.kit.db import upgrade
+
+    s = Settings()
+    s.ensure_data_dir()
+    upgrade(s.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = typer.Option(1, help="uvicorn worker processes (stateless; scale out freely)"),
+) -> None:
+    """Serve the FHIR API, the admin API and the portals."""
+    import uvicorn
+
+    uvicorn.run("usmis.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,42 @@
+"""Settings: the one place that reads the environment (``USMIS_*`` variables).
+
+Everything else receives a :class:`Settings` object.  Defaults are the embedded shape:
+a SQLite file and a key file under ``USMIS_DATA_DIR`` (``./usmis-data``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="USMIS_", extra="ignore")
+
+    data_dir: Path = Path("usmis-data")
+    # Empty means: a SQLite file in data_dir.  Production: postgresql+psycopg://...
+    database_url: str = ""
+    # Key-encryption key file (created on first run, mode 600).  Empty: data_dir/keys.json
+    key_file: Path | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+    base_url: str = "http://127.0.0.1:8000"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'usmis.db').resolve()}"
+
+    @cached_property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.data_dir / "keys.json"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def ensure_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
