@@ -1,0 +1,307 @@
+"""Each rule on small hand-made extracts: cases that must fire and cases that must not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from usmis.oversight.catalogue import load_catalogue
+
+from .factories import ExtractBuilder, d, days, run
+
+CONTRACT_SCHEMES = {
+    "after_death", "phantom_attachment", "impossible_day", "two_places", "duplicate_billing",
+    "sex_age_incompatible", "excess_units", "no_indication", "upcoding", "volume_spike",
+    "ineligible_practitioner",
+}
+
+
+def ids(findings: list[dict]) -> list[str]:
+    return sorted(i for f in findings for i in f["item_ids"])
+
+
+def test_catalogue_covers_every_contract_scheme_with_metadata() -> None:
+    rules = load_catalogue()
+    assert {r.id for r in rules} == CONTRACT_SCHEMES
+    for r in rules:
+        assert r.version >= 1
+        assert r.title
+        assert r.catches
+        assert r.basis
+        assert r.amount_method
+        assert r.evidence_columns
+        assert r.data
+
+
+def test_after_death_fires_only_strictly_after_death(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("P1")
+    b.person("dead", died="2025-03-10")
+    b.person("alive")
+    b.claim("same-day", "dead", "P1", "2025-03-10", "A01", 100)
+    b.claim("day-after", "dead", "P1", "2025-03-11", "A01", 100)
+    b.claim("months-after", "dead", "P1", "2025-06-01", "LAB1", 40, kind="lab")
+    b.claim("before", "dead", "P1", "2025-02-01", "A01", 100)
+    b.claim("living", "alive", "P1", "2025-06-01", "A01", 100)
+    (f,) = run(b, tmp_path, "after_death")
+    assert f["item_ids"] == ["day-after", "months-after"]
+    assert f["amount_at_risk"] == pytest.approx(140)
+    ev = json.loads(f["evidence"])
+    assert {e["kind"] for e in ev} == {"claim", "death"}
+    assert all(e["source_system"] for e in ev)
+    assert f["region"] == "ALA"
+    assert f["expected_recovery"] == pytest.approx(140 * 0.97)
+
+
+def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.tariff("CAPITA", 1000, kind="capitation")
+    b.person("dead", died="2025-06-15")
+    b.person("gone", emigrated="2025-10-01")
+    b.person("ghost")
+    b.person("seen")
+    b.person("dead-detached", died="2025-06-15")
+    b.person("new")
+    for key, start, end in [("dead", "2020-01-01", None), ("gone", "2020-01-01", None),
+                            ("ghost", "2020-01-01", None), ("seen", "2020-01-01", None),
+                            ("dead-detached", "2020-01-01", "2025-06-20"),
+                            ("new", "2025-01-01", None)]:
+        b.add("attachments", attachment_id=f"att-{key}", person_key=key, org_id="PC",
+              start_date=d(start), end_date=d(end) if end else None)
+    b.claim("c-seen", "seen", "PC", "2024-05-01", "A01", 10)
+    b.claim("c-ghost-old", "ghost", "PC", "2023-06-01", "A01", 10)
+    found = {f["item_ids"][0]: f for f in run(b, tmp_path, "phantom_attachment")}
+    # dead 15 June: paid on 1 Jul..1 Dec = 6 months; emigrated 1 Oct: 1 Nov, 1 Dec = 2 months
+    assert found["att-dead"]["detail"] == "dead"
+    assert found["att-dead"]["amount_at_risk"] == pytest.approx(6000)
+    assert found["att-gone"]["detail"] == "emigrated"
+    assert found["att-gone"]["amount_at_risk"] == pytest.approx(2000)
+    # never seen since mid-2023: the whole 24-month window (1 Jan 2024 .. 1 Dec 2025)
+    assert found["att-ghost"]["detail"] == "no_contact"
+    assert found["att-ghost"]["amount_at_risk"] == pytest.approx(24000)
+    # seen in 2024; detached 5 days after death (no month start); attached less than 24 months
+    assert "att-seen" not in found
+    assert "att-dead-detached" not in found
+    assert "att-new" not in found
+
+
+def test_impossible_day_patients_and_minutes(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.tariff("VISIT", 1000, std_minutes=15)
+    b.tariff("LONG", 5000, std_minutes=120)
+    n = 0
+    for i in range(200):  # 200 patients in one day
+        n += 1
+        b.claim(f"busy-{n}", f"p{i}", "PC", "2025-04-01", "VISIT", 1000, practitioner="DR1")
+    for i in range(24):  # a normal full day
+        n += 1
+        b.claim(f"norm-{n}", f"p{i}", "PC", "2025-04-01", "VISIT", 1000, practitioner="DR2")
+    for i in range(8):  # 8 patients but 16 hours of billed minutes
+        n += 1
+        b.claim(f"long-{n}", f"p{i}", "PC", "2025-04-02", "LONG", 5000, practitioner="DR3")
+    found = {f["practitioner_id"]: f for f in run(b, tmp_path, "impossible_day")}
+    assert set(found) == {"DR1", "DR3"}
+    assert found["DR1"]["detail"] == "patients"
+    assert found["DR1"]["amount_at_risk"] == pytest.approx(200_000 * (1 - 24 / 200))
+    assert found["DR3"]["detail"] == "minutes"
+    assert found["DR3"]["amount_at_risk"] == pytest.approx(40_000 * (1 - 480 / 960))
+
+
+def test_two_places_strictly_inside_stay_and_true_overlaps_only(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("H1", "hospital")
+    b.org("H2", "hospital")
+    b.org("PC")
+    b.person("x")
+    b.stay("s1", "x", "H1", "2025-03-01", "2025-03-10")
+    b.claim("cs1", "x", "H1", "2025-03-01", "CG1", 300000, kind="stay", record_type="stay",
+            record_id="s1")
+    b.claim("on-admit", "x", "PC", "2025-03-01", "VISIT", 1000)
+    b.claim("inside", "x", "PC", "2025-03-05", "VISIT", 1000)
+    b.claim("on-discharge", "x", "PC", "2025-03-10", "VISIT", 1000)
+    # readmission on the day of discharge: not an overlap
+    b.stay("s2", "x", "H2", "2025-03-10", "2025-03-15")
+    b.claim("cs2", "x", "H2", "2025-03-10", "CG1", 300000, kind="stay", record_type="stay",
+            record_id="s2")
+    # admitted to another hospital while still in s2: an overlap
+    b.stay("s3", "x", "H1", "2025-03-12", "2025-03-20")
+    b.claim("cs3", "x", "H1", "2025-03-12", "CG2", 200000, kind="stay", record_type="stay",
+            record_id="s3")
+    found = run(b, tmp_path, "two_places")
+    by = {f["item_ids"][0]: f for f in found}
+    assert set(by) == {"inside", "cs3"}
+    assert by["inside"]["detail"] == "outpatient_during_stay"
+    assert by["cs3"]["detail"] == "overlapping_stays"
+    assert by["cs3"]["amount_at_risk"] == pytest.approx(200000)
+
+
+def test_duplicate_billing_within_and_across_systems(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.tariff("VISIT", 1000)
+    b.tariff("INJ", 200, max_units_per_day=3)
+    b.person("x")
+    b.claim("a1", "x", "PC", "2025-04-01", "VISIT", 1000, billing_system="his-a")
+    b.claim("a2", "x", "PC", "2025-04-01", "VISIT", 1000, billing_system="his-a")
+    b.claim("b1", "x", "PC", "2025-05-01", "VISIT", 1000, billing_system="his-a")
+    b.claim("b2", "x", "PC", "2025-05-01", "VISIT", 1000, billing_system="ehr-b")
+    # same code on another day; a code allowed several times a day: not duplicates
+    b.claim("c1", "x", "PC", "2025-05-02", "VISIT", 1000)
+    b.claim("i1", "x", "PC", "2025-05-03", "INJ", 200)
+    b.claim("i2", "x", "PC", "2025-05-03", "INJ", 200)
+    found = {f["item_ids"][0]: f for f in run(b, tmp_path, "duplicate_billing")}
+    assert set(found) == {"a2", "b2"}
+    assert found["a2"]["detail"] == "within_system"
+    assert found["b2"]["detail"] == "across_systems"
+    assert found["b2"]["amount_at_risk"] == pytest.approx(1000)
+
+
+def test_sex_age_incompatible_with_birth_month_ambiguity(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.tariff("CERV", 3000, sex="F")
+    b.tariff("PAED", 2000, max_age=17)
+    b.person("man", sex="M", born="1980-05")
+    b.person("woman", sex="F", born="1980-05")
+    b.person("teen", sex="F", born="2007-06")
+    b.claim("cerv-man", "man", "PC", "2025-04-01", "CERV", 3000)
+    b.claim("cerv-woman", "woman", "PC", "2025-04-01", "CERV", 3000)
+    # turns 18 in June 2025: in her birth month she may still be 17 -> must not fire
+    b.claim("paed-birth-month", "teen", "PC", "2025-06-15", "PAED", 2000)
+    b.claim("paed-before", "teen", "PC", "2025-05-15", "PAED", 2000)
+    b.claim("paed-after", "teen", "PC", "2025-07-01", "PAED", 2000)
+    found = {f["item_ids"][0]: f["detail"] for f in run(b, tmp_path, "sex_age_incompatible")}
+    assert found == {"cerv-man": "sex", "paed-after": "too_old"}
+
+
+def test_excess_units_per_day_and_dose_times_days(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.org("PH", "pharmacy")
+    b.tariff("INJ", 200, max_units_per_day=3)
+    b.tariff("N02BE01", 10, kind="drug", max_daily_dose=8)
+    b.person("x")
+    b.claim("inj-ok", "x", "PC", "2025-04-01", "INJ", 600, quantity=3)
+    b.claim("inj-bad", "x", "PC", "2025-04-02", "INJ", 1000, quantity=5)
+    b.add("dispensations", dispensation_id="d1", person_key="x", org_id="PH",
+          dispense_date=d("2025-04-01"), atc="N02BE01", quantity=80, days_supply=10)
+    b.add("dispensations", dispensation_id="d2", person_key="x", org_id="PH",
+          dispense_date=d("2025-04-01"), atc="N02BE01", quantity=200, days_supply=10)
+    b.claim("drug-ok", "x", "PH", "2025-04-01", "N02BE01", 800, quantity=80, kind="drug",
+            record_type="dispensation", record_id="d1")
+    b.claim("drug-bad", "x", "PH", "2025-04-01", "N02BE01", 2000, quantity=200, kind="drug",
+            record_type="dispensation", record_id="d2")
+    found = {f["item_ids"][0]: f for f in run(b, tmp_path, "excess_units")}
+    assert set(found) == {"inj-bad", "drug-bad"}
+    assert found["inj-bad"]["amount_at_risk"] == pytest.approx(400)
+    assert found["drug-bad"]["amount_at_risk"] == pytest.approx(1200)
+
+
+def test_no_indication_needs_an_indicating_diagnosis_in_any_system(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PH", "pharmacy")
+    b.add("indications", atc="A10", icd10_prefix="E11")
+    b.person("diabetic")
+    b.person("healthy")
+    b.person("late-dx")
+    b.add("diagnoses", diagnosis_id="g1", person_key="diabetic", org_id="PC",
+          diagnosis_date=d("2024-01-01"), icd10="E11.9", source_system="other-ehr")
+    b.add("diagnoses", diagnosis_id="g2", person_key="late-dx", org_id="PC",
+          diagnosis_date=d("2025-08-01"), icd10="E11.9")
+    for key in ("diabetic", "healthy", "late-dx"):
+        b.claim(f"met-{key}", key, "PH", "2025-04-01", "A10BA02", 500, kind="drug")
+    # a drug without listed indications is not judged
+    b.claim("unlisted", "healthy", "PH", "2025-04-01", "N02BE01", 50, kind="drug")
+    found = run(b, tmp_path, "no_indication")
+    assert ids(found) == ["met-healthy", "met-late-dx"]
+
+
+def _case_groups(b: ExtractBuilder) -> None:
+    b.tariff("CG-LO", 100_000, kind="case_group", case_family="pneumonia", expensive=False)
+    b.tariff("CG-HI", 400_000, kind="case_group", case_family="pneumonia", expensive=True)
+
+
+def test_upcoding_flags_outlier_but_shrinks_small_providers(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    _case_groups(b)
+    n = 0
+
+    def cases(provider: str, total: int, expensive: int) -> None:
+        nonlocal n
+        for i in range(total):
+            n += 1
+            hi = i < expensive
+            b.claim(f"{provider}-{n}", f"p{n}", provider, "2025-03-01",
+                    "CG-HI" if hi else "CG-LO", 400_000 if hi else 100_000, kind="stay")
+
+    for i, share in enumerate([0.18, 0.22, 0.20, 0.19, 0.21, 0.20]):
+        b.org(f"H{i}", "hospital")
+        cases(f"H{i}", 200, int(200 * share))
+    b.org("UP", "hospital")
+    cases("UP", 200, 120)  # 60% expensive
+    b.org("SMALL", "hospital")
+    cases("SMALL", 20, 8)  # 40% but only 20 cases: shrunk toward the peers
+    found = run(b, tmp_path, "upcoding")
+    assert [f["provider_id"] for f in found] == ["UP"]
+    (f,) = found
+    assert len(f["item_ids"]) == 120
+    # excess ≈ 120 - 200 × 0.2 = 80 cases × 300,000 uplift
+    assert f["amount_at_risk"] == pytest.approx(80 * 300_000, rel=0.05)
+    assert 0.5 < f["likelihood"] <= 1
+
+
+def test_volume_spike_against_own_history_and_peers(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.tariff("VISIT", 1000)
+    n = 0
+    months = [f"2025-{m:02d}-15" for m in range(1, 11)]
+    for p in range(8):
+        b.org(f"PC{p}")
+        for mi, day in enumerate(months):
+            lines = 100 + 3 * p + (mi % 3)
+            if p == 0 and mi == 8:
+                lines = 400  # the spike: 4× its own history
+            if mi == 9:
+                lines = int(lines * 1.6)  # a season that lifts everyone: no spike
+            for _ in range(lines):
+                n += 1
+                b.claim(f"c{n}", f"x{n % 50}", f"PC{p}", day, "VISIT", 10_000)
+    found = run(b, tmp_path, "volume_spike")
+    assert [(f["provider_id"], f["period_start"]) for f in found] == [("PC0", d("2025-09-01"))]
+    assert found[0]["amount_at_risk"] == pytest.approx(4_000_000 - 1_010_000, rel=0.05)
+
+
+def test_ineligible_practitioner_licence_employment_death(tmp_path: Path) -> None:
+    b = ExtractBuilder()
+    b.org("PC")
+    b.org("OTHER")
+    b.person("x")
+    b.practitioner("ok", "PC")
+    b.practitioner("expired", "PC", licensed=("2010-01-01", "2024-12-31"))
+    b.practitioner("elsewhere", "OTHER")
+    b.practitioner("dead", "PC", died="2025-01-31")
+    b.practitioner("left", "PC", employed=("2010-01-01", "2025-03-31"))
+    for p in ("ok", "expired", "elsewhere", "dead", "left"):
+        b.claim(f"{p}-1", "x", "PC", "2025-04-01", "VISIT", 1000, practitioner=p)
+    b.claim("dead-on-day", "x", "PC", "2025-01-31", "VISIT", 1000, practitioner="dead")
+    b.claim("left-before", "x", "PC", "2025-03-31", "VISIT", 1000, practitioner="left")
+    found = {f["practitioner_id"]: f for f in run(b, tmp_path, "ineligible_practitioner")}
+    assert {k: v["detail"] for k, v in found.items()} == {
+        "expired": "unlicensed", "elsewhere": "not_employed", "dead": "dead",
+        "left": "not_employed",
+    }
+    assert found["dead"]["item_ids"] == ["dead-1"]
+    assert found["left"]["item_ids"] == ["left-1"]
+
+
+def test_every_rule_runs_on_an_empty_extract(tmp_path: Path) -> None:
+    for rule in load_catalogue():
+        assert run(ExtractBuilder(), tmp_path / rule.id, rule.id) == []
+
+
+def test_days_helper() -> None:
+    assert days("2025-01-30", 3) == ["2025-01-30", "2025-01-31", "2025-02-01"]
