@@ -24,6 +24,26 @@ class Settings(BaseSettings):
     log_json: bool = False
     base_url: str = "http://127.0.0.1:8000"
 
+    # --- access & audit (issue 6; see docs/access.md) ---
+    # Embedded issuer: short-lived tokens signed with rotated Ed25519 keys in data_dir.
+    token_ttl_seconds: int = 900
+    token_audience: str = "usmis"
+    signing_key_rotation_days: int = 30
+    # Production: non-empty oidc_jwks_url = verify an external OpenID Connect provider's tokens.
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = ""
+    # Policy.  False only for benchmarks measuring the cost of policy + audit.
+    policy_enabled: bool = True
+    care_encounter_days: int = 90
+    emergency_access_minutes: int = 240
+    exfil_patients_per_hour: int = 50
+    exfil_max_results: int = 1000
+    # JSON file overriding the ICD-10 ranges of the consent categories (empty: built-in).
+    sensitivity_file: Path | None = None
+    audit_enabled: bool = True
+    audit_checkpoint_every: int = 500
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

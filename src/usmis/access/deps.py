@@ -1,0 +1,50 @@
+"""FastAPI dependencies: the verified :class:`Principal` of a request.
+
+Usage in an endpoint::
+
+    from usmis.access.deps import current_principal
+
+    @router.get("/fhir/Patient/{id}")
+    def read(id: str, principal: Principal = Depends(current_principal)) -> ...
+
+A missing, malformed, expired or foreign token raises :class:`usmis.kit.errors.Unauthorized`
+(401), which the application's error handler renders as an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from usmis.access.model import Principal
+from usmis.access.tokens import TokenVerifier
+from usmis.config import Settings
+from usmis.kit.errors import Unauthorized
+
+
+def verifier_for(request: Request) -> TokenVerifier:
+    """One verifier per application (it caches keys / the provider's JWKS)."""
+    state = request.app.state
+    verifier: TokenVerifier | None = getattr(state, "token_verifier", None)
+    if verifier is None:
+        settings: Settings = getattr(state, "settings", None) or Settings()
+        verifier = TokenVerifier(settings)
+        state.token_verifier = verifier
+    return verifier
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a bearer token is required (Authorization: Bearer …)")
+    return token.strip()
+
+
+def current_principal(request: Request) -> Principal:
+    """The verified principal; cached on the request so several dependencies share it."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = verifier_for(request).verify(bearer_token(request))
+    request.state.principal = principal
+    return principal

@@ -1,0 +1,217 @@
+"""What the access domain does: users, clients, tokens for them.
+
+Services never commit: the caller (CLI command, HTTP request) owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import jwt
+from sqlalchemy import Connection
+
+from usmis.access import repository as repo
+from usmis.access.model import DEFAULT_SCOPES, Principal, Role, Scope, parse_scopes
+from usmis.access.secrets import (
+    check_client_secret,
+    check_password,
+    hash_client_secret,
+    hash_password,
+    new_client_secret,
+)
+from usmis.access.tokens import issue_token, principal_from_claims
+from usmis.config import Settings
+from usmis.kit.errors import BadRequest, Conflict, Unauthorized
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+    principal: Principal
+
+
+def add_user(
+    conn: Connection,
+    *,
+    username: str,
+    role: Role | str,
+    org: str | None = None,
+    speciality: str | None = None,
+    patient: str | None = None,
+    source: str | None = None,
+    scope: str | None = None,
+    password: str | None = None,
+) -> None:
+    role = Role(role)
+    scope = scope or DEFAULT_SCOPES[role]
+    parse_scopes(scope)
+    if role is Role.CLINICIAN and not org:
+        raise BadRequest("a clinician needs an organization", expression=["org"])
+    if role is Role.PATIENT and not patient:
+        raise BadRequest("a patient user needs their Patient id", expression=["patient"])
+    if role is Role.SOURCE and not source:
+        raise BadRequest("a source-system user needs a source id", expression=["source"])
+    if repo.get_user(conn, username) is not None:
+        raise Conflict("user already exists", expression=["username"])
+    repo.insert_user(
+        conn,
+        {
+            "username": username,
+            "role": role.value,
+            "organization_id": org,
+            "speciality": speciality,
+            "patient_id": patient,
+            "source_id": source,
+            "scope": scope,
+            "password_hash": hash_password(password) if password else None,
+            "active": True,
+            "created_at": datetime.now(UTC),
+        },
+    )
+
+
+def add_client(
+    conn: Connection,
+    *,
+    client_id: str,
+    source: str,
+    org: str | None = None,
+    scope: str | None = None,
+) -> str:
+    """Register a source system as an OAuth2 client; returns its secret (shown once)."""
+    scope = scope or DEFAULT_SCOPES[Role.SOURCE]
+    parse_scopes(scope)
+    if repo.get_client(conn, client_id) is not None:
+        raise Conflict("client already exists", expression=["client_id"])
+    secret = new_client_secret()
+    repo.insert_client(
+        conn,
+        {
+            "client_id": client_id,
+            "secret_hash": hash_client_secret(secret),
+            "role": Role.SOURCE.value,
+            "source_id": source,
+            "organization_id": org,
+            "scope": scope,
+            "active": True,
+            "created_at": datetime.now(UTC),
+        },
+    )
+    return secret
+
+
+def narrow_scope(granted: str, requested: str | None) -> str:
+    """The requested scopes that the granted ones cover (OAuth2: a client may ask for less)."""
+    if not requested:
+        return granted
+    allowed = parse_scopes(granted)
+    keep: list[str] = []
+    for s in parse_scopes(requested):
+        if any(_covers(a, s) for a in allowed):
+            keep.append(str(s))
+    if not keep:
+        raise Unauthorized("requested scope exceeds the granted scope")
+    return " ".join(keep)
+
+
+def _covers(a: Scope, b: Scope) -> bool:
+    return (
+        a.context == b.context
+        and a.resource_type in ("*", b.resource_type)
+        and b.interactions <= a.interactions
+    )
+
+
+def token_for_user(
+    conn: Connection,
+    settings: Settings,
+    username: str,
+    *,
+    password: str | None = None,
+    check: bool = True,
+    scope: str | None = None,
+    purpose: str | None = None,
+    ttl_seconds: int | None = None,
+) -> IssuedToken:
+    """A token for a registered user (``check`` False: local CLI, no password asked)."""
+    row = repo.get_user(conn, username)
+    if row is None or not row["active"] or (check and not check_password(password or "",
+                                                                         row["password_hash"])):
+        raise Unauthorized("unknown user or wrong password")
+    return _issue(
+        settings,
+        subject=username,
+        role=row["role"],
+        org=row["organization_id"],
+        speciality=row["speciality"],
+        patient=row["patient_id"],
+        source=row["source_id"],
+        scope=narrow_scope(row["scope"], scope),
+        purpose=purpose,
+        ttl_seconds=ttl_seconds,
+    )
+
+
+def token_for_client(
+    conn: Connection,
+    settings: Settings,
+    client_id: str,
+    secret: str,
+    *,
+    scope: str | None = None,
+) -> IssuedToken:
+    """OAuth2 client_credentials: a source system authenticates as itself."""
+    row = repo.get_client(conn, client_id)
+    if row is None or not row["active"] or not check_client_secret(secret, row["secret_hash"]):
+        raise Unauthorized("unknown client or wrong secret")
+    return _issue(
+        settings,
+        subject=f"client:{client_id}",
+        role=row["role"],
+        org=row["organization_id"],
+        source=row["source_id"],
+        scope=narrow_scope(row["scope"], scope),
+    )
+
+
+def _issue(
+    settings: Settings,
+    *,
+    subject: str,
+    role: str,
+    org: str | None = None,
+    speciality: str | None = None,
+    patient: str | None = None,
+    source: str | None = None,
+    scope: str | None = None,
+    purpose: str | None = None,
+    ttl_seconds: int | None = None,
+) -> IssuedToken:
+    ttl = ttl_seconds if ttl_seconds is not None else settings.token_ttl_seconds
+    token = issue_token(
+        settings,
+        subject=subject,
+        role=role,
+        org=org,
+        speciality=speciality,
+        patient=patient,
+        source=source,
+        scope=scope,
+        purpose=purpose,
+        ttl_seconds=ttl,
+    )
+    claims = jwt.decode(token, options={"verify_signature": False})
+    principal = principal_from_claims(claims)
+    return IssuedToken(token, ttl, principal.scope_string(), principal)
+
+
+def record_login(
+    conn: Connection, settings: Settings, principal: Principal, *, outcome: str
+) -> None:
+    """Audit a token issuance (the embedded issuer's "login"), in the caller's transaction."""
+    from usmis.audit import service as audit
+
+    audit.record_login(conn, settings, principal, outcome=outcome)
