@@ -1,0 +1,281 @@
+"""All SQL of the ingest domain (SQLAlchemy Core; same statements on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from usmis.ingest import tables as t
+from usmis.ingest.model import Source
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return mod.insert(table)
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def _source(row: Row[Any]) -> Source:
+    m = row._mapping
+    return Source(
+        id=m["id"], name=m["name"], kind=m["kind"], channels=list(m["channels"]),
+        formats=list(m["formats"]), mapping=m["mapping"], token_hash=m["token_hash"],
+        mllp_peers=list(m["mllp_peers"] or []), mllp_secret_hash=m["mllp_secret_hash"],
+        cert_fingerprint=m["cert_fingerprint"], enabled=bool(m["enabled"]),
+        created_at=m["created_at"],
+    )
+
+
+def upsert_source(conn: Connection, s: Source) -> None:
+    values = {
+        "id": s.id, "name": s.name, "kind": s.kind, "channels": s.channels,
+        "formats": s.formats, "mapping": s.mapping, "token_hash": s.token_hash,
+        "mllp_peers": s.mllp_peers, "mllp_secret_hash": s.mllp_secret_hash,
+        "cert_fingerprint": s.cert_fingerprint, "enabled": s.enabled,
+        "created_at": s.created_at or now(),
+    }
+    stmt = _insert(conn, t.source).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"], set_={k: v for k, v in values.items() if k != "created_at"}
+    )
+    conn.execute(stmt)
+
+
+def get_source(conn: Connection, source_id: str) -> Source | None:
+    row = conn.execute(select(t.source).where(t.source.c.id == source_id)).first()
+    return _source(row) if row else None
+
+
+def list_sources(conn: Connection) -> list[Source]:
+    return [_source(r) for r in conn.execute(select(t.source).order_by(t.source.c.id))]
+
+
+def set_source_enabled(conn: Connection, source_id: str, enabled: bool) -> bool:
+    res = conn.execute(
+        update(t.source).where(t.source.c.id == source_id).values(enabled=enabled)
+    )
+    return bool(res.rowcount)
+
+
+# --- inbox ---------------------------------------------------------------------------------
+
+
+def insert_message(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
+    """Insert one message; an identical one (same source, same hash) only counts a duplicate.
+
+    Returns (inbox id, True if new).
+    """
+    stmt = _insert(conn, t.inbox).values(**values, attempts=0, duplicates=0)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source_id", "content_hash"],
+        set_={"duplicates": t.inbox.c.duplicates + 1},
+    ).returning(t.inbox.c.id, t.inbox.c.duplicates)
+    row = conn.execute(stmt).one()
+    return int(row[0]), row[1] == 0
+
+
+def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Bulk insert (file rows); already-present ones are skipped.  Returns rows inserted."""
+    if not rows:
+        return 0
+    stmt = _insert(conn, t.inbox).on_conflict_do_nothing(
+        index_elements=["source_id", "content_hash"]
+    )
+    full = [{**r, "attempts": 0, "duplicates": 0} for r in rows]
+    res = conn.execute(stmt, full)
+    return int(res.rowcount) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+
+
+def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
+    """The oldest pending messages, locked for this transaction (PostgreSQL: SKIP LOCKED)."""
+    q = (
+        select(t.inbox)
+        .where(t.inbox.c.status == "pending")
+        .order_by(t.inbox.c.id)
+        .limit(limit)
+    )
+    if skip_locked:
+        q = q.with_for_update(skip_locked=True)
+    return list(conn.execute(q))
+
+
+def get_message(conn: Connection, inbox_id: int) -> Row[Any] | None:
+    return conn.execute(select(t.inbox).where(t.inbox.c.id == inbox_id)).first()
+
+
+def finish_message(
+    conn: Connection, inbox_id: int, *, status: str, stored: int | None,
+    iin_status: str | None, event_time: datetime | None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status, "stored": stored, "processed_at": now(),
+        "attempts": t.inbox.c.attempts + 1,
+    }
+    if iin_status is not None:
+        values["iin_status"] = iin_status
+    if event_time is not None:
+        values["event_time"] = event_time
+    conn.execute(update(t.inbox).where(t.inbox.c.id == inbox_id).values(**values))
+
+
+def requeue(conn: Connection, inbox_id: int, content: bytes | None = None) -> None:
+    values: dict[str, Any] = {"status": "pending", "processed_at": None}
+    if content is not None:
+        values["content"] = content
+    conn.execute(update(t.inbox).where(t.inbox.c.id == inbox_id).values(**values))
+
+
+def inbox_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(t.inbox.c.status, func.count()).group_by(t.inbox.c.status))
+    return {r[0]: int(r[1]) for r in rows}
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+
+def insert_dead_letter(
+    conn: Connection, *, inbox_id: int, source_id: str, rule: str, field: str, detail: str
+) -> int:
+    res = conn.execute(
+        t.dead_letter.insert().values(
+            inbox_id=inbox_id, source_id=source_id, rule=rule[:60], field=field[:120],
+            detail=detail[:2000], created_at=now(), status="open",
+        ).returning(t.dead_letter.c.id)
+    )
+    return int(res.scalar_one())
+
+
+def list_dead_letters(
+    conn: Connection, *, source_id: str | None = None, rule: str | None = None,
+    status: str | None = "open", limit: int = 100, after_id: int = 0,
+) -> list[Row[Any]]:
+    conds = [t.dead_letter.c.id > after_id]
+    if source_id:
+        conds.append(t.dead_letter.c.source_id == source_id)
+    if rule:
+        conds.append(t.dead_letter.c.rule == rule)
+    if status:
+        conds.append(t.dead_letter.c.status == status)
+    q = (
+        select(t.dead_letter, t.inbox.c.message_id, t.inbox.c.channel, t.inbox.c.format,
+               t.inbox.c.received_at)
+        .join(t.inbox, t.inbox.c.id == t.dead_letter.c.inbox_id)
+        .where(and_(*conds)).order_by(t.dead_letter.c.id).limit(limit)
+    )
+    return list(conn.execute(q))
+
+
+def get_dead_letter(conn: Connection, dl_id: int) -> Row[Any] | None:
+    return conn.execute(select(t.dead_letter).where(t.dead_letter.c.id == dl_id)).first()
+
+
+def close_dead_letters(conn: Connection, inbox_id: int, status: str) -> None:
+    conn.execute(
+        update(t.dead_letter)
+        .where(t.dead_letter.c.inbox_id == inbox_id, t.dead_letter.c.status == "open")
+        .values(status=status, resolved_at=now())
+    )
+
+
+def dead_letter_summary(conn: Connection) -> list[Row[Any]]:
+    q = (
+        select(t.dead_letter.c.source_id, t.dead_letter.c.rule, t.dead_letter.c.field,
+               func.count())
+        .where(t.dead_letter.c.status == "open")
+        .group_by(t.dead_letter.c.source_id, t.dead_letter.c.rule, t.dead_letter.c.field)
+        .order_by(t.dead_letter.c.source_id, func.count().desc())
+    )
+    return list(conn.execute(q))
+
+
+# --- merges and record clocks --------------------------------------------------------------
+
+
+def record_merge(
+    conn: Connection, *, source_id: str, survivor: str, merged: str, inbox_id: int,
+    event_time: datetime | None,
+) -> None:
+    stmt = _insert(conn, t.merge).values(
+        source_id=source_id, survivor_patient=survivor, merged_patient=merged,
+        inbox_id=inbox_id, event_time=event_time, created_at=now(),
+    ).on_conflict_do_nothing(index_elements=["inbox_id"])
+    conn.execute(stmt)
+
+
+def list_merges(conn: Connection, after_id: int = 0, limit: int = 1000) -> list[Row[Any]]:
+    return list(conn.execute(
+        select(t.merge).where(t.merge.c.id > after_id).order_by(t.merge.c.id).limit(limit)
+    ))
+
+
+def advance_clock(
+    conn: Connection, *, source_id: str, record_key: str, event_time: datetime, inbox_id: int
+) -> bool:
+    """Move a record's clock to ``event_time`` unless it already shows a later one.
+
+    True: this message carries the newest state of the record (apply it).  Concurrent
+    workers serialise on the clock row, so the newest always wins whatever the order.
+    """
+    stmt = _insert(conn, t.record_clock).values(
+        source_id=source_id, record_key=record_key, event_time=event_time, inbox_id=inbox_id
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source_id", "record_key"],
+        set_={"event_time": stmt.excluded.event_time, "inbox_id": stmt.excluded.inbox_id},
+        where=(t.record_clock.c.event_time < stmt.excluded.event_time)
+        | ((t.record_clock.c.event_time == stmt.excluded.event_time)
+           & (t.record_clock.c.inbox_id <= stmt.excluded.inbox_id)),
+    ).returning(t.record_clock.c.inbox_id)
+    return conn.execute(stmt).first() is not None
+
+
+# --- quality -------------------------------------------------------------------------------
+
+
+def quality_rows(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Per-source volumes, statuses, IIN shares, duplicates and arrival delay (seconds)."""
+    i = t.inbox
+    q = select(
+        i.c.source_id, i.c.status, i.c.iin_status, func.count(), func.sum(i.c.duplicates),
+        func.sum(i.c.stored),
+    ).group_by(i.c.source_id, i.c.status, i.c.iin_status)
+    out: dict[str, dict[str, Any]] = {}
+    for src, status, iin, n, dups, stored in conn.execute(q):
+        d = out.setdefault(src, {"messages": 0, "by_status": {}, "iin": {}, "duplicates": 0,
+                                 "resources": 0})
+        d["messages"] += int(n)
+        d["by_status"][status] = d["by_status"].get(status, 0) + int(n)
+        if iin:
+            d["iin"][iin] = d["iin"].get(iin, 0) + int(n)
+        d["duplicates"] += int(dups or 0)
+        d["resources"] += int(stored or 0)
+    delays = select(i.c.source_id, i.c.received_at, i.c.event_time).where(
+        i.c.event_time.is_not(None)
+    )
+    acc: dict[str, list[float]] = {}
+    for src, received, event in conn.execute(delays):
+        if received.tzinfo is None:
+            received = received.replace(tzinfo=UTC)
+        if event.tzinfo is None:
+            event = event.replace(tzinfo=UTC)
+        acc.setdefault(src, []).append((received - event).total_seconds())
+    for src, values in acc.items():
+        values.sort()
+        d = out.setdefault(src, {"messages": 0, "by_status": {}, "iin": {}, "duplicates": 0,
+                                 "resources": 0})
+        d["delay_seconds"] = {
+            "median": values[len(values) // 2],
+            "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
+            "max": values[-1],
+        }
+    return out
