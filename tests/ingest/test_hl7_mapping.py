@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from .factories import make_adt, make_iin, make_oru
 from usmis.ingest.mapping import hl7v2
 from usmis.ingest.mapping.common import IIN_SYSTEM, Reject
+
+from .factories import make_adt, make_iin, make_oru
 
 
 def _by_type(bundle: dict) -> dict[str, list[dict]]:
@@ -37,7 +38,8 @@ def test_adt_a01_maps_patient_encounter_condition_with_conditional_puts() -> Non
     assert cond["code"]["coding"][0]["code"] == "I10"
     assert m.iin_status == "valid"
     assert m.message_id == "MSG0001"
-    assert m.event_time is not None and m.event_time.hour == 10
+    assert m.event_time is not None
+    assert m.event_time.hour == 10
 
 
 def test_mapping_is_deterministic_so_replays_are_identical() -> None:
