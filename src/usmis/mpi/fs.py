@@ -26,6 +26,8 @@ from usmis.mpi.model import COMPARISONS, NULL
 
 Decision = Literal["link", "review", "new"]
 
+DETERMINISTIC = 1e9  # the weight given to a pair linked by the IIN rule
+
 # Smoothing so no level ever has probability 0 (a weight of ±infinity).
 _EPS = 1e-6
 

@@ -1,0 +1,260 @@
+"""All SQL of the master patient index.  Rows in, rows out; no matching logic, no crypto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from usmis.mpi.tables import block, link, link_event, model, person, review
+
+_CHUNK = 500
+
+
+def insert_person(conn: Connection, person_key: str, at: datetime) -> None:
+    conn.execute(insert(person).values(person_key=person_key, status="active", created_at=at))
+
+
+def insert_persons(conn: Connection, keys: Sequence[str], at: datetime) -> None:
+    if keys:
+        conn.execute(
+            insert(person), [{"person_key": k, "status": "active", "created_at": at} for k in keys]
+        )
+
+
+def get_person(conn: Connection, person_key: str) -> Row[Any] | None:
+    return conn.execute(select(person).where(person.c.person_key == person_key)).first()
+
+
+def set_person_status(
+    conn: Connection, person_key: str, status: str, merged_into: str | None = None
+) -> None:
+    conn.execute(
+        update(person)
+        .where(person.c.person_key == person_key)
+        .values(status=status, merged_into=merged_into)
+    )
+
+
+def get_link(conn: Connection, patient_id: str) -> Row[Any] | None:
+    return conn.execute(select(link).where(link.c.patient_id == patient_id)).first()
+
+
+def links_of_person(conn: Connection, person_key: str) -> list[Any]:
+    return list(
+        conn.execute(
+            select(link.c.patient_id, link.c.source_id, link.c.method, link.c.score)
+            .where(link.c.person_key == person_key)
+            .order_by(link.c.patient_id)
+        ).all()
+    )
+
+
+def insert_link(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(link).values(**row))
+
+
+def insert_links(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(link), list(rows))
+
+
+def update_link(conn: Connection, patient_id: str, **values: Any) -> None:
+    conn.execute(update(link).where(link.c.patient_id == patient_id).values(**values))
+
+
+def move_links(
+    conn: Connection, patient_ids: Sequence[str], person_key: str, **values: Any
+) -> None:
+    for i in range(0, len(patient_ids), _CHUNK):
+        chunk = list(patient_ids[i : i + _CHUNK])
+        conn.execute(
+            update(link).where(link.c.patient_id.in_(chunk)).values(person_key=person_key, **values)
+        )
+
+
+def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(link_event), list(rows))
+
+
+def events_of_operation(conn: Connection, operation_id: str) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(link_event)
+            .where(link_event.c.operation_id == operation_id)
+            .order_by(link_event.c.id)
+        ).all()
+    )
+
+
+def history_of_patient(conn: Connection, patient_id: str) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(link_event)
+            .where(link_event.c.patient_id == patient_id)
+            .order_by(link_event.c.id)
+        ).all()
+    )
+
+
+def replace_block_keys(conn: Connection, patient_id: str, keys: Iterable[str]) -> None:
+    conn.execute(delete(block).where(block.c.patient_id == patient_id))
+    rows = [{"key": k, "patient_id": patient_id} for k in sorted(set(keys))]
+    if rows:
+        conn.execute(insert(block), rows)
+
+
+def insert_block_rows(conn: Connection, rows: Sequence[dict[str, str]]) -> None:
+    if rows:
+        conn.execute(insert(block), list(rows))
+
+
+def candidates(conn: Connection, keys: Sequence[str], *, limit: int = 500) -> list[Any]:
+    """Linked source records sharing a blocking key, with their sealed profiles."""
+    if not keys:
+        return []
+    ids = (
+        select(block.c.patient_id)
+        .where(block.c.key.in_(list(keys)))
+        .distinct()
+        .limit(limit)
+        .subquery()
+    )
+    stmt = select(
+        link.c.patient_id, link.c.person_key, link.c.kek_id, link.c.dek, link.c.profile
+    ).join(ids, ids.c.patient_id == link.c.patient_id)
+    return list(conn.execute(stmt).all())
+
+
+def profiles(conn: Connection, patient_ids: Sequence[str]) -> list[Any]:
+    out: list[Any] = []
+    for i in range(0, len(patient_ids), _CHUNK):
+        chunk = list(patient_ids[i : i + _CHUNK])
+        out.extend(
+            conn.execute(
+                select(
+                    link.c.patient_id, link.c.person_key, link.c.kek_id, link.c.dek, link.c.profile
+                ).where(link.c.patient_id.in_(chunk))
+            ).all()
+        )
+    return out
+
+
+def all_profiles(conn: Connection, *, batch: int = 5000) -> Iterable[Any]:
+    """Every link with its sealed profile, in patient id order, a page at a time."""
+    last = ""
+    while True:
+        rows = conn.execute(
+            select(
+                link.c.patient_id,
+                link.c.person_key,
+                link.c.source_id,
+                link.c.method,
+                link.c.kek_id,
+                link.c.dek,
+                link.c.profile,
+            )
+            .where(link.c.patient_id > last)
+            .order_by(link.c.patient_id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].patient_id
+
+
+def insert_review(conn: Connection, row: dict[str, Any]) -> int:
+    result = conn.execute(insert(review).values(**row).returning(review.c.id))
+    return int(result.scalar_one())
+
+
+def insert_reviews(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(review), list(rows))
+
+
+def get_review(conn: Connection, review_id: int) -> Row[Any] | None:
+    return conn.execute(select(review).where(review.c.id == review_id)).first()
+
+
+def list_reviews(conn: Connection, status: str, limit: int, offset: int = 0) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(review)
+            .where(review.c.status == status)
+            .order_by(review.c.id)
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    )
+
+
+def decide_review(conn: Connection, review_id: int, **values: Any) -> None:
+    conn.execute(update(review).where(review.c.id == review_id).values(**values))
+
+
+def close_open_reviews(conn: Connection, status: str, at: datetime) -> int:
+    result = conn.execute(
+        update(review).where(review.c.status == "open").values(status=status, decided_at=at)
+    )
+    return int(result.rowcount or 0)
+
+
+def rejected_persons(conn: Connection, patient_id: str) -> set[str]:
+    """Persons a registrar said this record is *not* (the linker must not link it there)."""
+    rows = conn.execute(
+        select(review.c.candidate_person_key).where(
+            review.c.patient_id == patient_id, review.c.status == "not-linked"
+        )
+    ).all()
+    return {r[0] for r in rows}
+
+
+def latest_model(conn: Connection) -> Row[Any] | None:
+    return conn.execute(select(model).order_by(model.c.id.desc()).limit(1)).first()
+
+
+def latest_model_id(conn: Connection) -> int | None:
+    value = conn.execute(select(func.max(model.c.id))).scalar()
+    return int(value) if value is not None else None
+
+
+def insert_model(conn: Connection, params: str, at: datetime) -> int:
+    result = conn.execute(insert(model).values(params=params, created_at=at).returning(model.c.id))
+    return int(result.scalar_one())
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    def one(stmt: Any) -> int:
+        return int(conn.execute(stmt).scalar() or 0)
+
+    return {
+        "persons": one(select(func.count()).select_from(person).where(person.c.status == "active")),
+        "persons_merged": one(
+            select(func.count()).select_from(person).where(person.c.status == "merged")
+        ),
+        "source_records": one(select(func.count()).select_from(link)),
+        "persons_with_records": one(select(func.count(func.distinct(link.c.person_key)))),
+        "review_open": one(
+            select(func.count()).select_from(review).where(review.c.status == "open")
+        ),
+        "events": one(select(func.count()).select_from(link_event)),
+    }
+
+
+def links_by_method(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(link.c.method, func.count()).group_by(link.c.method)).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def all_links(conn: Connection) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in conn.execute(select(link.c.patient_id, link.c.person_key))]
+
+
+def clear_index(conn: Connection) -> None:
+    """Drop blocking keys (relink rebuilds them); links and history stay."""
+    conn.execute(delete(block))

@@ -1,0 +1,576 @@
+"""What the master patient index does: link source Patients to persons, and change links.
+
+Real time (:func:`link_source_patient`, called by ingest in the transaction that stores the
+Patient): the record's blocking keys are HMAC'd and looked up; the candidates' sealed
+profiles are opened in memory, compared and scored with the trained Fellegi–Sunter weights
+in-process; the decision is deterministic on a trusted IIN, automatic above the link
+threshold, a review task between the thresholds (the record gets its own person meanwhile:
+a wrong link is worse than a late one), a new person below.
+
+Every change of a link is an operation with an id, an actor, a reason and a time, stored in
+``mpi_link_event``; :func:`revert` undoes an operation by moving its records back.  Source
+records are never touched: the unified record of a person is the union of the compartments
+of the Patients linked to it (:func:`patients_of`), so the clinical record follows a link,
+unlink, merge or split at once.
+
+Services do not commit (STYLE.md rule 3): the caller's transaction owns the change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import Connection
+
+from usmis.config import Settings
+from usmis.kit.crypto import Keyring, keyring_for
+from usmis.kit.errors import BadRequest, Conflict, NotFound
+from usmis.kit.logging import get_logger
+from usmis.mpi import fs
+from usmis.mpi import repository as repo
+from usmis.mpi.model import (
+    MatchRecord,
+    blocking_keys,
+    compare,
+    iin_deterministic,
+    record_from_patient,
+)
+
+log = get_logger(__name__)
+
+BLOCK_PURPOSE = "mpi.block"
+SYSTEM_ACTOR = "mpi"
+
+Method = Literal[
+    "iin", "probabilistic", "new", "manual", "review", "merge", "split", "unlink", "revert",
+    "source-merge", "patient-link", "relink",
+]  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_key() -> str:
+    """An opaque key (person key, operation id): random, says nothing about the person."""
+    return uuid.uuid4().hex
+
+
+def keyring(settings: Settings) -> Keyring:
+    return keyring_for(settings.resolved_key_file)
+
+
+# ---------------------------------------------------------------------------- the model
+
+_model_cache: dict[str, tuple[float, int | None, fs.FSModel]] = {}
+_model_lock = threading.Lock()
+MODEL_TTL_SECONDS = 30.0
+
+
+def current_model(conn: Connection, *, refresh: bool = False) -> fs.FSModel:
+    """The newest trained model (cached per database for a few seconds), else the default."""
+    url = str(conn.engine.url)
+    now = time.monotonic()
+    with _model_lock:
+        hit = _model_cache.get(url)
+    if hit and not refresh and now - hit[0] < MODEL_TTL_SECONDS:
+        return hit[2]
+    row = repo.latest_model(conn)
+    model = fs.FSModel.from_json(row.params) if row is not None else fs.default_model()
+    with _model_lock:
+        _model_cache[url] = (now, row.id if row is not None else None, model)
+    return model
+
+
+def save_model(conn: Connection, model: fs.FSModel) -> int:
+    model_id = repo.insert_model(conn, model.to_json(), _now())
+    with _model_lock:
+        _model_cache.pop(str(conn.engine.url), None)
+    return model_id
+
+
+# ---------------------------------------------------------------------------- profiles
+
+
+def seal_profile(keys: Keyring, record: MatchRecord) -> dict[str, Any]:
+    sealed = keys.seal(orjson.dumps(record.to_compact()), f"mpi/{record.key}".encode())
+    return {"kek_id": sealed.kek_id, "dek": sealed.dek, "profile": sealed.ciphertext}
+
+
+def open_profile(keys: Keyring, row: Any) -> MatchRecord:
+    plain = keys.open(row.kek_id, row.dek, row.profile, f"mpi/{row.patient_id}".encode())
+    return MatchRecord.from_compact(orjson.loads(plain))
+
+
+def hashed_keys(keys: Keyring, record: MatchRecord) -> list[str]:
+    return [keys.blind_index(BLOCK_PURPOSE, k) for k in blocking_keys(record)]
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Candidate:
+    """One person a record may belong to, with the best-scoring of its source records."""
+
+    person_key: str
+    patient_id: str
+    weight: float
+    deterministic: bool = False
+    trusted_iins: set[str] = field(default_factory=set)
+
+    @property
+    def probability(self) -> float:
+        return 1.0 if self.deterministic else fs.FSModel.probability(self.weight)
+
+
+def score_candidates(
+    conn: Connection, settings: Settings, record: MatchRecord, *, model: fs.FSModel | None = None
+) -> list[Candidate]:
+    """Persons sharing a blocking key with ``record``, best first (plaintext in memory only)."""
+    keys = keyring(settings)
+    model = model or current_model(conn)
+    rows = repo.candidates(conn, hashed_keys(keys, record))
+    best: dict[str, Candidate] = {}
+    for row in rows:
+        if row.patient_id == record.key or row.profile is None:
+            continue
+        other = open_profile(keys, row)
+        gamma = compare(record, other)
+        det = bool(record.trusted_iin) and iin_deterministic(record, other, gamma)
+        weight = fs.DETERMINISTIC if det else model.weight(gamma)
+        cand = best.get(row.person_key)
+        if cand is None:
+            cand = best[row.person_key] = Candidate(row.person_key, row.patient_id, weight, det)
+        elif weight > cand.weight:
+            cand.patient_id, cand.weight, cand.deterministic = row.patient_id, weight, det
+        if other.trusted_iin:
+            cand.trusted_iins.add(other.trusted_iin)
+    return sorted(best.values(), key=lambda c: -c.weight)
+
+
+@dataclass
+class LinkOutcome:
+    person_key: str
+    method: str
+    score: float | None
+    review_ids: list[int] = field(default_factory=list)
+
+
+def link_record(
+    conn: Connection,
+    settings: Settings,
+    record: MatchRecord,
+    *,
+    actor: str = SYSTEM_ACTOR,
+    prefer_person: str | None = None,
+) -> LinkOutcome:
+    """Link one normalised source record (new or changed) to a person; return the decision.
+
+    ``prefer_person``: a person the source itself asserted (FHIR ``Patient.link``).
+    An already linked record keeps its person (links change only by operations or relink);
+    its profile and blocking keys are refreshed.
+    """
+    keys = keyring(settings)
+    now = _now()
+    existing = repo.get_link(conn, record.key)
+    sealed = seal_profile(keys, record)
+    if existing is not None:
+        repo.update_link(conn, record.key, updated_at=now, source_id=record.source_id, **sealed)
+        repo.replace_block_keys(conn, record.key, hashed_keys(keys, record))
+        return LinkOutcome(existing.person_key, "existing", existing.score)
+
+    model = current_model(conn)
+    cands = score_candidates(conn, settings, record, model=model)
+    rejected = repo.rejected_persons(conn, record.key) if cands else set()
+    cands = [c for c in cands if c.person_key not in rejected]
+    outcome: LinkOutcome
+    reviews: list[Candidate] = []
+    if prefer_person and repo.get_person(conn, prefer_person) is not None:
+        outcome = LinkOutcome(prefer_person, "patient-link", None)
+    elif cands and cands[0].deterministic:
+        outcome = LinkOutcome(cands[0].person_key, "iin", None)
+    elif (
+        cands
+        and model.thresholds.decide(cands[0].weight) == "link"
+        and not _conflicts(record, cands[0])
+    ):
+        outcome = LinkOutcome(cands[0].person_key, "probabilistic", cands[0].weight)
+    else:
+        outcome = LinkOutcome(new_key(), "new", None)
+        repo.insert_person(conn, outcome.person_key, now)
+        reviews = [c for c in cands[:3] if c.weight >= model.thresholds.review]
+    repo.insert_link(
+        conn,
+        {
+            "patient_id": record.key,
+            "person_key": outcome.person_key,
+            "source_id": record.source_id or None,
+            "method": outcome.method,
+            "score": outcome.score,
+            "actor": actor,
+            "updated_at": now,
+            **sealed,
+        },
+    )
+    repo.replace_block_keys(conn, record.key, hashed_keys(keys, record))
+    op = new_key()
+    repo.insert_events(
+        conn,
+        [
+            {
+                "operation_id": op,
+                "action": "link",
+                "patient_id": record.key,
+                "person_key": outcome.person_key,
+                "previous_person_key": None,
+                "method": outcome.method,
+                "score": outcome.score,
+                "reason": None,
+                "actor": actor,
+                "at": now,
+            }
+        ],
+    )
+    for c in reviews:
+        outcome.review_ids.append(
+            repo.insert_review(
+                conn,
+                {
+                    "patient_id": record.key,
+                    "candidate_person_key": c.person_key,
+                    "score": c.weight,
+                    "status": "open",
+                    "created_at": now,
+                },
+            )
+        )
+    return outcome
+
+
+def _conflicts(record: MatchRecord, cand: Candidate) -> bool:
+    """Two different trusted IINs: two people, whatever the names say."""
+    iin = record.trusted_iin
+    return bool(iin and cand.trusted_iins and iin not in cand.trusted_iins)
+
+
+def load_patient(conn: Connection, settings: Settings, patient_id: str) -> dict[str, Any]:
+    """The Patient as the FHIR store holds it (decrypted in memory; system access)."""
+    from usmis.fhir.service import FhirService
+
+    return FhirService(conn, keyring(settings)).read("Patient", patient_id)
+
+
+def _asserted_person(conn: Connection, resource: dict[str, Any]) -> str | None:
+    """The person of a Patient this one says it is (``Patient.link`` replaced-by/refer/seealso)."""
+    for ln in resource.get("link") or []:
+        ref = str((ln.get("other") or {}).get("reference") or "")
+        if ln.get("type") in ("replaced-by", "refer", "seealso") and ref.startswith("Patient/"):
+            row = repo.get_link(conn, ref.removeprefix("Patient/"))
+            if row is not None:
+                return str(row.person_key)
+    return None
+
+
+def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -> str:
+    """Link a stored source Patient to a person; return the person key.
+
+    Called by ingest after it stores each Patient, in the same transaction.  Idempotent:
+    calling it again for a linked Patient refreshes its match profile and keeps the link.
+    """
+    resource = load_patient(conn, settings, patient_id)
+    record = record_from_patient(patient_id, resource)
+    outcome = link_record(conn, settings, record, prefer_person=_asserted_person(conn, resource))
+    log.info("mpi.linked", patient=patient_id, person=outcome.person_key, method=outcome.method)
+    return outcome.person_key
+
+
+# ---------------------------------------------------------------------------- queries
+
+
+def person_of(conn: Connection, patient_id: str) -> str | None:
+    row = repo.get_link(conn, patient_id)
+    return str(row.person_key) if row is not None else None
+
+
+def patients_of(conn: Connection, person_key: str) -> list[str]:
+    """The source Patients whose compartments make up this person's unified record.
+
+    A merged person key still answers: it resolves to the person it was merged into.
+    """
+    key = resolve_person(conn, person_key)
+    return [r.patient_id for r in repo.links_of_person(conn, key)]
+
+
+def resolve_person(conn: Connection, person_key: str) -> str:
+    seen = set()
+    key = person_key
+    while True:
+        row = repo.get_person(conn, key)
+        if row is None:
+            raise NotFound("person is not known", expression=["person"])
+        if row.status != "merged" or not row.merged_into or key in seen:
+            return key
+        seen.add(key)
+        key = row.merged_into
+
+
+def unified_record(
+    conn: Connection, settings: Settings, person_key: str, *, page: int = 1000
+) -> list[dict[str, Any]]:
+    """The person's unified record: every live resource of every linked Patient's
+    compartment (system access — callers in front of users go through the access policy).
+    """
+    from usmis.fhir.service import FhirService
+
+    svc = FhirService(conn, keyring(settings))
+    out: list[dict[str, Any]] = []
+    for pid in patients_of(conn, person_key):
+        offset = 0
+        while True:
+            rows, total = svc.everything(pid, count=page, offset=offset)
+            out.extend(orjson.loads(r.body) for r in rows if r.body is not None)
+            offset += len(rows)
+            if not rows or offset >= total:
+                break
+    return out
+
+
+def history(conn: Connection, patient_id: str) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in repo.history_of_patient(conn, patient_id)]
+
+
+# ---------------------------------------------------------------------------- operations
+
+
+def _move(
+    conn: Connection,
+    patient_ids: Sequence[str],
+    person_key: str,
+    *,
+    action: str,
+    method: str,
+    actor: str,
+    reason: str,
+    operation_id: str | None = None,
+) -> str:
+    """Move links to ``person_key`` and record one event per moved record."""
+    op = operation_id or new_key()
+    now = _now()
+    events = []
+    moved = []
+    for pid in patient_ids:
+        row = repo.get_link(conn, pid)
+        if row is None:
+            raise NotFound("source Patient is not linked", expression=["patient"])
+        if row.person_key == person_key:
+            continue
+        moved.append(pid)
+        events.append(
+            {
+                "operation_id": op,
+                "action": action,
+                "patient_id": pid,
+                "person_key": person_key,
+                "previous_person_key": row.person_key,
+                "method": method,
+                "score": None,
+                "reason": reason,
+                "actor": actor,
+                "at": now,
+            }
+        )
+    repo.move_links(conn, moved, person_key, method=method, score=None, actor=actor, updated_at=now)
+    repo.insert_events(conn, events)
+    return op
+
+
+def _require_reason(reason: str) -> None:
+    if not reason or not reason.strip():
+        raise BadRequest("a reason is required", expression=["reason"])
+
+
+def _active_person(conn: Connection, person_key: str) -> str:
+    key = resolve_person(conn, person_key)
+    return key
+
+
+def link(conn: Connection, patient_id: str, person_key: str, *, actor: str, reason: str) -> str:
+    """Link a source record to a person (a registrar's decision); returns the operation id."""
+    _require_reason(reason)
+    target = _active_person(conn, person_key)
+    return _move(conn, [patient_id], target, action="link", method="manual", actor=actor,
+                 reason=reason)  # fmt: skip
+
+
+def unlink(conn: Connection, patient_id: str, *, actor: str, reason: str) -> str:
+    """Detach a source record from its person: it becomes a person of its own."""
+    _require_reason(reason)
+    new_person = new_key()
+    repo.insert_person(conn, new_person, _now())
+    _move(conn, [patient_id], new_person, action="unlink", method="unlink", actor=actor,
+          reason=reason)  # fmt: skip
+    return new_person
+
+
+def merge(
+    conn: Connection, from_person: str, into_person: str, *, actor: str, reason: str,
+    method: str = "merge",
+) -> str:  # fmt: skip
+    """All records of ``from_person`` move to ``into_person``; the old key resolves to it."""
+    _require_reason(reason)
+    src = resolve_person(conn, from_person)
+    dst = resolve_person(conn, into_person)
+    if src == dst:
+        raise Conflict("the two persons are already one", expression=["person"])
+    pids = [r.patient_id for r in repo.links_of_person(conn, src)]
+    op = _move(conn, pids, dst, action="merge", method=method, actor=actor, reason=reason)
+    repo.set_person_status(conn, src, "merged", dst)
+    repo.insert_events(
+        conn,
+        [{"operation_id": op, "action": "merge-person", "patient_id": None, "person_key": dst,
+          "previous_person_key": src, "method": method, "score": None, "reason": reason,
+          "actor": actor, "at": _now()}],
+    )  # fmt: skip
+    return op
+
+
+def split(
+    conn: Connection, person_key: str, patient_ids: Sequence[str], *, actor: str, reason: str
+) -> str:
+    """Move some records of a person to a new person; returns the new person key."""
+    _require_reason(reason)
+    key = resolve_person(conn, person_key)
+    own = {r.patient_id for r in repo.links_of_person(conn, key)}
+    if not patient_ids or not set(patient_ids) <= own:
+        raise BadRequest("split names records that are not this person's", expression=["patient"])
+    if set(patient_ids) == own:
+        raise BadRequest("split must leave at least one record", expression=["patient"])
+    new_person = new_key()
+    repo.insert_person(conn, new_person, _now())
+    _move(conn, list(patient_ids), new_person, action="split", method="split", actor=actor,
+          reason=reason)  # fmt: skip
+    return new_person
+
+
+def revert(conn: Connection, operation_id: str, *, actor: str, reason: str) -> str:
+    """Undo an operation: every record it moved goes back; a merged person comes back."""
+    _require_reason(reason)
+    events = repo.events_of_operation(conn, operation_id)
+    if not events:
+        raise NotFound("operation is not known", expression=["operation"])
+    op = new_key()
+    for ev in reversed(events):
+        if ev.action == "merge-person" and ev.previous_person_key:
+            repo.set_person_status(conn, ev.previous_person_key, "active", None)
+    for ev in reversed(events):
+        if ev.patient_id and ev.previous_person_key:
+            _move(conn, [ev.patient_id], ev.previous_person_key, action="revert",
+                  method="revert", actor=actor, reason=reason, operation_id=op)  # fmt: skip
+        elif ev.patient_id and ev.action == "link":
+            raise Conflict("a first link cannot be reverted; unlink instead",
+                           expression=["operation"])  # fmt: skip
+    return op
+
+
+def apply_source_merge(
+    conn: Connection, surviving_patient_id: str, merged_patient_id: str, *, actor: str,
+    reason: str = "HL7 ADT A40 merge from the source",
+) -> str:  # fmt: skip
+    """A source said two of its patient records are one (HL7 ADT A40, or a FHIR
+    ``Patient.link`` replaced-by): their persons become one.  Both source records stay."""
+    a = person_of(conn, surviving_patient_id)
+    b = person_of(conn, merged_patient_id)
+    if a is None or b is None:
+        raise NotFound("both source Patients must be linked first", expression=["patient"])
+    if a == b:
+        return ""
+    return merge(conn, b, a, actor=actor, reason=reason, method="source-merge")
+
+
+# ---------------------------------------------------------------------------- review queue
+
+
+@dataclass
+class ReviewItem:
+    id: int
+    patient_id: str
+    candidate_person_key: str
+    score: float
+    status: str
+    created_at: datetime
+
+    @property
+    def probability(self) -> float:
+        return fs.FSModel.probability(self.score)
+
+
+def list_review(
+    conn: Connection, *, status: str = "open", limit: int = 50, offset: int = 0
+) -> list[ReviewItem]:
+    return [
+        ReviewItem(r.id, r.patient_id, r.candidate_person_key, r.score, r.status, r.created_at)
+        for r in repo.list_reviews(conn, status, limit, offset)
+    ]
+
+
+def decide_review(
+    conn: Connection,
+    review_id: int,
+    decision: Literal["link", "not-link"],
+    *,
+    actor: str,
+    reason: str,
+) -> str | None:
+    """A registrar's decision; 'link' moves the record to the candidate person."""
+    _require_reason(reason)
+    row = repo.get_review(conn, review_id)
+    if row is None:
+        raise NotFound("review item is not known", expression=["review"])
+    if row.status != "open":
+        raise Conflict("review item is already decided", expression=["review"])
+    op: str | None = None
+    if decision == "link":
+        target = resolve_person(conn, row.candidate_person_key)
+        current = person_of(conn, row.patient_id)
+        if current is not None and current != target:
+            # The record's own (new) person disappears into the candidate: a merge keeps
+            # anything else linked to it since.
+            op = merge(conn, current, target, actor=actor, reason=reason, method="review")
+        status = "linked"
+    elif decision == "not-link":
+        status = "not-linked"
+    else:
+        raise BadRequest("decision must be link or not-link", expression=["decision"])
+    repo.decide_review(conn, review_id, status=status, decided_at=_now(), decided_by=actor,
+                       reason=reason)  # fmt: skip
+    return op
+
+
+# ---------------------------------------------------------------------------- stats
+
+
+def stats(conn: Connection) -> dict[str, Any]:
+    out: dict[str, Any] = repo.counts(conn)
+    out["links_by_method"] = repo.links_by_method(conn)
+    row = repo.latest_model(conn)
+    out["model"] = {"trained": row is not None, "id": row.id if row is not None else None}
+    return out
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for it in items:
+        batch.append(it)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
