@@ -1,0 +1,63 @@
+"""Writes of index rows (STORE calls these in the resource write's own transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert
+
+from usmis.fhir.search.indexing import BlindIndex, Row, index_rows
+from usmis.fhir.search.tables import INDEX_TABLES
+
+
+def delete_index(conn: Connection, resource_type: str, resource_id: str) -> None:
+    """Remove every index row of one resource (logical delete; before re-indexing)."""
+    _delete_many(conn, [(resource_type, resource_id)])
+
+
+def _delete_many(conn: Connection, keys: list[tuple[str, str]]) -> None:
+    if not keys:
+        return
+    params = [{"t": t, "i": i} for t, i in keys]
+    for table in INDEX_TABLES.values():
+        stmt = delete(table).where(
+            table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i")
+        )
+        conn.execute(stmt, params)
+
+
+def write_index(
+    conn: Connection,
+    resource_type: str,
+    resource: dict[str, Any],
+    hmac: BlindIndex,
+    *,
+    replace: bool = True,
+) -> None:
+    """Index the current version of one resource (replacing its previous rows)."""
+    write_index_many(conn, [(resource_type, resource)], hmac, replace=replace)
+
+
+def write_index_many(
+    conn: Connection,
+    items: Iterable[tuple[str, dict[str, Any]]],
+    hmac: BlindIndex,
+    *,
+    replace: bool = True,
+) -> None:
+    """Index many resources with one executemany per index table.
+
+    ``replace=False`` is for resources known to be new (no old rows to delete).
+    """
+    by_table: dict[str, list[Row]] = {}
+    keys: list[tuple[str, str]] = []
+    for rtype, res in items:
+        keys.append((rtype, res["id"]))
+        for table, rows in index_rows(rtype, res, hmac).items():
+            by_table.setdefault(table, []).extend(rows)
+    if replace:
+        _delete_many(conn, keys)
+    for name, rows in by_table.items():
+        if rows:
+            conn.execute(insert(INDEX_TABLES[name]), rows)
