@@ -20,6 +20,10 @@ SAME_GIVEN = [
     ("Ұлан", "Улан", "Ulan"),
     ("Юлия", "Yuliya", "Iuliia"),
     ("Сейітқали", "Сеиткали", "Seitkali", "Seyitqali"),
+    ("Шынар", "Şynar", "Shynar", "SHYNAR"),
+    ("Әсел", "Асель", "Äsel", "Asel"),
+    ("Ұлжан", "Улжан", "Ūljan", "Ulzhan"),
+    ("Артём", "Артем", "Artyom", "Artem"),
 ]
 
 
@@ -41,6 +45,8 @@ SAME_PATRONYMIC = [
     ("Нұрланұлы", "Нурланович", "Nurlanuly", "Nurlanovich", "Nurlan uly"),
     ("Ерланқызы", "Ерлановна", "Erlankyzy", "Yerlanovna"),
     ("Серікұлы", "Серикович", "Serikuly", "Serikovich"),
+    ("Серікқызы", "Сериккызы", "Serikovna", "Serikqyzy"),
+    ("Сергейұлы", "Сергеевич", "Sergeyevich", "Sergeevich"),
 ]
 
 
@@ -56,6 +62,8 @@ SAME_SURNAME = [
     ("Ильин", "Ильина", "Ilin", "Ilina"),
     ("Сәрсенбай", "Сарсенбаев", "Sarsenbayev"),
     ("Кемелұлы", "Кемел"),
+    ("Ковальский", "Ковальская", "Kovalskii", "Kovalskaya"),
+    ("Толстой", "Толстая", "Tolstoy", "Tolstaia"),
 ]
 
 

@@ -41,7 +41,7 @@ _FOLDS: tuple[tuple[str, str], ...] = (
     ("ye", "e"),
     ("ya", "ia"),
     ("yu", "iu"),
-    ("yo", "io"),
+    ("yo", "e"),
     ("y", "i"),
     ("w", "u"),
     ("ph", "f"),
@@ -51,6 +51,29 @@ _FOLD_MAP = dict(_FOLDS)
 # Kazakh letters folded to their Russian neighbours before transliteration, so that
 # Шыңғыс and Шынгыс (ң → "ng" in anyascii, н+г in Russian spelling) give one skeleton.
 _KAZAKH = str.maketrans("әөүұқғңіһ", "аоуукгних")
+# Letters of the Kazakh Latin alphabets (2017/2018/2021) whose anyascii form loses a sound:
+# Ş → "S" would confuse Шынар with Сынар.
+_KAZAKH_LATIN = str.maketrans(
+    {
+        "\u015f": "sh",
+        "\u00e7": "ch",
+        "\u011f": "g",
+        "\u00f1": "n",
+        "\u00e4": "a",
+        "\u00f6": "o",
+        "\u00fc": "u",
+        "\u016b": "u",
+        "\u0131": "i",
+        "\u00e1": "a",
+        "\u00f3": "o",
+        "\u00fa": "u",
+        "\u00fd": "i",
+        "\u01f5": "g",
+        "\u0144": "n",
+        "\u015b": "sh",
+        "\u0107": "ch",
+    }
+)  # fmt: skip  (ş ç ğ ñ ä ö ü ū ı á ó ú ý ǵ ń ś ć)
 _NON_LETTER = re.compile(r"[^a-z]+")
 _DOUBLE = re.compile(r"(.)\1+")
 
@@ -83,25 +106,39 @@ _SURNAME_SUFFIXES: tuple[str, ...] = (
     "ev",
     "uli",
     "kizi",
+    "aia",
+    "oi",
 )
 _VOWELS = frozenset("aeiou")
+
+
+def _fold_raw(text: str | None) -> str:
+    """The folded skeleton before doubled letters collapse (suffixes are cut on this form:
+    Серікқызы → "serikkizi" must lose "kizi", not the collapsed "serikizi")."""
+    if not text:
+        return ""
+    latin = anyascii(text.lower().translate(_KAZAKH).translate(_KAZAKH_LATIN)).lower()
+    latin = _NON_LETTER.sub("", latin)
+    if not latin:
+        return ""
+    latin = _FOLD_RE.sub(lambda m: _FOLD_MAP[m.group(0)], latin)
+    # A word-initial "e"/"ie" (Ерлан: Erlan / Yerlan / Ierlan) is one sound.
+    if latin.startswith("ie"):
+        latin = latin[1:]
+    return latin
 
 
 @lru_cache(maxsize=200_000)
 def fold(text: str | None) -> str:
     """The canonical Latin skeleton of one name token (letters only, lower case)."""
-    if not text:
-        return ""
-    latin = anyascii(text.lower().translate(_KAZAKH)).lower()
-    latin = _NON_LETTER.sub("", latin)
-    if not latin:
-        return ""
-    latin = _FOLD_RE.sub(lambda m: _FOLD_MAP[m.group(0)], latin)
-    latin = _DOUBLE.sub(r"\1", latin)
-    # A word-initial "e"/"ie" (Ерлан: Erlan / Yerlan / Ierlan) is one sound.
-    if latin.startswith("ie"):
-        latin = latin[1:]
-    return latin
+    return _DOUBLE.sub(r"\1", _fold_raw(text))
+
+
+def _cut(raw: str, suffixes: tuple[str, ...], keep: int) -> str:
+    for suffix in suffixes:
+        if raw.endswith(suffix) and len(raw) - len(suffix) >= keep:
+            return raw[: -len(suffix)]
+    return raw
 
 
 def _strip_trailing_i(root: str) -> str:
@@ -114,25 +151,18 @@ def _strip_trailing_i(root: str) -> str:
 @lru_cache(maxsize=200_000)
 def patronymic_root(text: str | None) -> str:
     """The father's name inside a patronymic, whichever form carries it."""
-    folded = fold(text)
-    for suffix in _PATRONYMIC_SUFFIXES:
-        if folded.endswith(suffix) and len(folded) - len(suffix) >= 2:
-            folded = folded[: -len(suffix)]
-            break
-    return _strip_trailing_i(folded)
+    root = _cut(_fold_raw(text), _PATRONYMIC_SUFFIXES, 2)
+    return _strip_trailing_i(_DOUBLE.sub(r"\1", root))
 
 
 @lru_cache(maxsize=200_000)
 def surname_root(text: str | None) -> str:
     """A sex-neutral root of a surname: Нурланова / Nurlanov / Нұрлан → nurlan."""
-    folded = fold(text)
-    if folded.endswith("ina") and len(folded) > 4:  # Ильина → Ильин
-        folded = folded[:-1]
-    for suffix in _SURNAME_SUFFIXES:
-        if folded.endswith(suffix) and len(folded) - len(suffix) >= 3:
-            folded = folded[: -len(suffix)]
-            break
-    return _strip_trailing_i(folded)
+    raw = _fold_raw(text)
+    if raw.endswith("ina") and len(raw) > 4:  # Ильина → Ильин
+        raw = raw[:-1]
+    root = _cut(raw, _SURNAME_SUFFIXES, 3)
+    return _strip_trailing_i(_DOUBLE.sub(r"\1", root))
 
 
 @lru_cache(maxsize=200_000)
