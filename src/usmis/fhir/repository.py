@@ -1,0 +1,240 @@
+"""All SQL of the resource store.  Rows in, rows out; no FHIR logic, no crypto."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
+
+from usmis.fhir.tables import resource, resource_history
+
+_COLS = [c.name for c in resource.columns]
+
+
+def as_utc(ts: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def lock_key(conn: Connection, key: str) -> None:
+    """Serialise writers on one conditional key (If-None-Exist, conditional update).
+
+    PostgreSQL: a transaction-scoped advisory lock on a 63-bit hash of the key, so two
+    clients creating the same identifier wait for each other and the second one's search
+    sees the first one's row.  SQLite: write transactions begin IMMEDIATE (see
+    :func:`usmis.fhir.uow.unit_of_work`), which already serialises all writers.
+    """
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": int.from_bytes(digest, "big", signed=True)},
+        )
+
+
+def insert_current(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(resource), list(rows))
+
+
+def get_current(
+    conn: Connection, resource_type: str, rid: str, *, for_update: bool = False
+) -> Row[Any] | None:
+    stmt = select(resource).where(resource.c.resource_type == resource_type, resource.c.id == rid)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
+def get_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Row[Any]]:
+    """Current rows for (type, id) keys, in no particular order."""
+    if not keys:
+        return []
+    out: list[Row[Any]] = []
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i : i + 500])
+        out.extend(
+            conn.execute(
+                select(resource).where(tuple_(resource.c.resource_type, resource.c.id).in_(chunk))
+            ).all()
+        )
+    return out
+
+
+def get_version(conn: Connection, resource_type: str, rid: str, vid: int) -> Row[Any] | None:
+    for table in (resource, resource_history):
+        row = conn.execute(
+            select(table).where(
+                table.c.resource_type == resource_type,
+                table.c.id == rid,
+                table.c.version_id == vid,
+            )
+        ).first()
+        if row is not None:
+            return row
+    return None
+
+
+def archive_current(conn: Connection, resource_type: str, rid: str) -> None:
+    """Copy the current version into the history table (before it is superseded)."""
+    cols = [resource.c[name] for name in _COLS]
+    conn.execute(
+        insert(resource_history).from_select(
+            _COLS,
+            select(*cols).where(resource.c.resource_type == resource_type, resource.c.id == rid),
+        )
+    )
+
+
+def replace_current(conn: Connection, row: dict[str, Any], expected_version: int) -> bool:
+    """Overwrite the current row if it is still ``expected_version`` (optimistic)."""
+    values = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
+    res = conn.execute(
+        update(resource)
+        .where(
+            resource.c.resource_type == row["resource_type"],
+            resource.c.id == row["id"],
+            resource.c.version_id == expected_version,
+        )
+        .values(**values)
+    )
+    return res.rowcount == 1
+
+
+def history(
+    conn: Connection,
+    *,
+    resource_type: str | None,
+    rid: str | None,
+    since: datetime | None,
+    before: datetime | None,
+    count: int,
+    offset: int,
+    row_filter: ColumnElement[bool] | None = None,
+) -> tuple[list[Row[Any]], int]:
+    """Versions newest first (current and superseded), one page, plus the total."""
+    parts = []
+    for table in (resource, resource_history):
+        conds: list[ColumnElement[bool]] = []
+        if resource_type:
+            conds.append(table.c.resource_type == resource_type)
+        if rid:
+            conds.append(table.c.id == rid)
+        if since:
+            conds.append(table.c.last_updated >= since)
+        if before:
+            conds.append(table.c.last_updated < before)
+        if row_filter is not None:
+            # The policy predicate is written against fhir_resource; re-target by name.
+            conds.append(row_filter if table is resource else _retarget(row_filter))
+        parts.append(select(*[table.c[n] for n in _COLS]).where(and_(literal(True), *conds)))
+    u = union_all(*parts).subquery()
+    total = conn.execute(select(func.count()).select_from(u)).scalar_one()
+    rows = conn.execute(
+        select(u)
+        .order_by(u.c.last_updated.desc(), u.c.resource_type, u.c.id, u.c.version_id.desc())
+        .limit(count)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def _retarget(pred: ColumnElement[bool]) -> ColumnElement[bool]:
+    from sqlalchemy.sql.util import ClauseAdapter
+
+    return ClauseAdapter(resource_history).traverse(pred)
+
+
+def compartment(
+    conn: Connection,
+    patient_id: str,
+    *,
+    types: Sequence[str] | None,
+    since: datetime | None,
+    count: int,
+    offset: int,
+    row_filter: ColumnElement[bool] | None = None,
+) -> tuple[list[Row[Any]], int]:
+    """The Patient and every live resource of its compartment, stable order, one page."""
+    conds: list[ColumnElement[bool]] = [
+        resource.c.patient_id == patient_id,
+        resource.c.deleted.is_(False),
+    ]
+    if types:
+        conds.append(resource.c.resource_type.in_(list(types)))
+    if since:
+        conds.append(resource.c.last_updated >= since)
+    if row_filter is not None:
+        conds.append(row_filter)
+    where = and_(*conds)
+    total = conn.execute(select(func.count()).select_from(resource).where(where)).scalar_one()
+    # Patient first, then by type and id: stable pages while nothing is written meanwhile.
+    first = (resource.c.resource_type != "Patient").label("not_patient")
+    rows = conn.execute(
+        select(resource, first)
+        .where(where)
+        .order_by(first, resource.c.resource_type, resource.c.id)
+        .limit(count)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def iter_current(
+    conn: Connection,
+    resource_type: str,
+    *,
+    since: datetime | None = None,
+    batch: int = 500,
+    row_filter: ColumnElement[bool] | None = None,
+) -> Iterator[Row[Any]]:
+    """Live rows of one type by id, keyset-paginated (constant memory)."""
+    last = ""
+    while True:
+        conds: list[ColumnElement[bool]] = [
+            resource.c.resource_type == resource_type,
+            resource.c.deleted.is_(False),
+            resource.c.id > last,
+        ]
+        if since:
+            conds.append(resource.c.last_updated >= since)
+        if row_filter is not None:
+            conds.append(row_filter)
+        rows = conn.execute(
+            select(resource).where(*conds).order_by(resource.c.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+
+
+def delete_rows(conn: Connection, table: Any, keys: Sequence[tuple[str, str]]) -> None:
+    """Delete index rows of (type, id) keys from a table with resource_type/resource_id."""
+    for i in range(0, len(keys), 500):
+        chunk = list(keys[i : i + 500])
+        conn.execute(
+            delete(table).where(tuple_(table.c.resource_type, table.c.resource_id).in_(chunk))
+        )
+
+
+def insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(table), list(rows))

@@ -1,0 +1,551 @@
+"""The FHIR service: what the store does, for HTTP endpoints and in-process callers alike.
+
+It never commits: the boundary owns the transaction (``usmis.fhir.uow.unit_of_work`` for
+HTTP and CLI, the ingest pipeline's own for messages), so a write, its index rows and its
+audit entries commit together.  Every body is sealed with :class:`usmis.kit.crypto.Keyring`
+before it reaches SQL and opened after; every action goes through the access context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache, partial
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import orjson
+from sqlalchemy import Connection, Row
+
+from usmis.fhir import indexing, model
+from usmis.fhir import repository as repo
+from usmis.fhir.context import AccessContext, RowMeta, SystemAccess
+from usmis.fhir.errors import InvalidResource, MethodNotAllowed
+from usmis.fhir.tables import resource as resource_table
+from usmis.fhir.validation import Issue, is_resource_type, validate_resource
+from usmis.kit.crypto import Keyring
+from usmis.kit.errors import (
+    BadRequest,
+    Conflict,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    UsmisError,
+)
+
+SEARCH_PURPOSE = "fhir-search"
+
+
+@dataclass(slots=True)
+class WriteResult:
+    resource: dict[str, Any]
+    created: bool
+    status: int
+    version_id: int
+    last_updated: datetime
+
+    @property
+    def location(self) -> str:
+        r = self.resource
+        return f"{r['resourceType']}/{r['id']}/_history/{self.version_id}"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(slots=True)
+class StoredVersion:
+    """One stored version, body still as JSON bytes (None when it is a deletion)."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    body: bytes | None
+    meta: RowMeta
+
+
+@cache
+def _classifier() -> Callable[[dict[str, Any]], str | None] | None:
+    """``usmis.access.sensitivity.classify`` when the access package provides it."""
+    try:
+        mod = importlib.import_module("usmis.access.sensitivity")
+    except ImportError:
+        return None
+    fn = getattr(mod, "classify", None)
+    return fn if callable(fn) else None
+
+
+def parse_etag(value: str | None) -> int | None:
+    """``W/"3"`` or ``"3"`` or ``3`` → 3 (If-Match)."""
+    if value is None:
+        return None
+    v = value.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    v = v.strip('"')
+    if not v.isdigit():
+        raise BadRequest("If-Match must be an ETag such as W/\"1\"", expression=["If-Match"])
+    return int(v)
+
+
+class FhirService:
+    def __init__(
+        self,
+        conn: Connection,
+        keys: Keyring,
+        access: AccessContext | None = None,
+        *,
+        base_url: str = "",
+    ) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.access: AccessContext = access or SystemAccess()
+        self.base_url = base_url.rstrip("/")
+        self.hmac: Callable[[str], str] = partial(keys.blind_index, SEARCH_PURPOSE)
+
+    # ---------------------------------------------------------------- helpers
+    def validate(self, resource: Any, expected_type: str | None = None, root: str = "") -> str:
+        """Validate; return the resource type.  ``root`` re-roots paths (bundle entries)."""
+        issues = validate_resource(resource, expected_type)
+        if issues:
+            if root:
+                rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+                issues = [_reroot(i, rtype, root) for i in issues]
+            raise InvalidResource(issues)
+        rtype = resource["resourceType"]
+        assert isinstance(rtype, str)
+        return rtype
+
+    def _check_writable(self, resource_type: str) -> None:
+        if resource_type in model.READ_ONLY_TYPES:
+            raise MethodNotAllowed(
+                f"{resource_type} is read-only: only the audit log writes it",
+                expression=[resource_type],
+            )
+
+    def _seal(self, res: dict[str, Any], vid: int, ts: datetime) -> dict[str, Any]:
+        rtype, rid = res["resourceType"], res["id"]
+        meta = res.get("meta")
+        meta = dict(meta) if isinstance(meta, dict) else {}
+        meta["versionId"] = str(vid)
+        meta["lastUpdated"] = model.instant(ts)
+        res["meta"] = meta
+        sealed = self.keys.seal(orjson.dumps(res), f"{rtype}/{rid}".encode())
+        classify = _classifier()
+        return {
+            "resource_type": rtype,
+            "id": rid,
+            "version_id": vid,
+            "last_updated": ts,
+            "deleted": False,
+            "patient_id": model.compartment_patient(res),
+            "source_id": self.access.source_id or model.source_of(res),
+            "author_org": self.access.author_org,
+            "sensitivity": classify(res) if classify is not None else None,
+            "kek_id": sealed.kek_id,
+            "dek": sealed.dek,
+            "body": sealed.ciphertext,
+        }
+
+    def _open(self, row: Row[Any]) -> bytes:
+        return self.keys.open(
+            row.kek_id, row.dek, row.body, f"{row.resource_type}/{row.id}".encode()
+        )
+
+    @staticmethod
+    def _meta(row: Row[Any] | dict[str, Any]) -> RowMeta:
+        g = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+        return RowMeta(
+            g("resource_type"), g("id"), g("patient_id"), g("source_id"), g("author_org"),
+            g("sensitivity"),
+        )
+
+    def _stored(self, row: Row[Any]) -> StoredVersion:
+        return StoredVersion(
+            row.resource_type,
+            row.id,
+            row.version_id,
+            repo.as_utc(row.last_updated),
+            bool(row.deleted),
+            None if row.deleted or row.body is None else self._open(row),
+            self._meta(row),
+        )
+
+    def search_ids(self, resource_type: str, criteria: str, *, limit: int = 2) -> list[str]:
+        """Ids matching a conditional query string (``identifier=sys|val``), up to limit."""
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise BadRequest("conditional criteria are empty", expression=[resource_type])
+        params = [(k, v) for k, v in params if k not in ("_count", "_sort")]
+        params.append(("_count", str(limit)))
+        result = indexing.search(
+            self.conn,
+            resource_type,
+            params,
+            base_url=self.base_url,
+            hmac=self.hmac,
+            restrict=None,  # existence checks must see everything, or duplicates follow
+        )
+        return list(result.ids)
+
+    # ---------------------------------------------------------------- read
+    def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
+        if not is_resource_type(resource_type):
+            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        row = repo.get_current(self.conn, resource_type, rid)
+        if row is None:
+            raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
+        meta = self._meta(row)
+        self.access.authorize("read", resource_type, meta)
+        if row.deleted:
+            raise Gone(f"{resource_type}/{rid} was deleted", expression=[resource_type])
+        self.access.record(self.conn, "read", resource_type, [meta])
+        return self._stored(row)
+
+    def read(self, resource_type: str, rid: str) -> dict[str, Any]:
+        body = self.read_raw(resource_type, rid).body
+        assert body is not None
+        result: dict[str, Any] = orjson.loads(body)
+        return result
+
+    def vread_raw(self, resource_type: str, rid: str, vid: int) -> StoredVersion:
+        if not is_resource_type(resource_type):
+            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        row = repo.get_version(self.conn, resource_type, rid, vid)
+        if row is None:
+            raise NotFound(
+                f"{resource_type}/{rid} has no version {vid}", expression=[resource_type]
+            )
+        meta = self._meta(row)
+        self.access.authorize("vread", resource_type, meta)
+        if row.deleted:
+            raise Gone(f"version {vid} of {resource_type}/{rid} is a deletion")
+        self.access.record(self.conn, "vread", resource_type, [meta])
+        return self._stored(row)
+
+    def vread(self, resource_type: str, rid: str, vid: int) -> dict[str, Any]:
+        body = self.vread_raw(resource_type, rid, vid).body
+        assert body is not None
+        result: dict[str, Any] = orjson.loads(body)
+        return result
+
+    def load_many(self, keys: list[tuple[str, str]], action: str = "search") -> list[StoredVersion]:
+        """Live current versions for (type, id) keys, in the order given (missing skipped).
+
+        Authorisation of each row and one audit record for the lot.
+        """
+        rows = {(r.resource_type, r.id): r for r in repo.get_many(self.conn, keys)}
+        out: list[StoredVersion] = []
+        metas: list[RowMeta] = []
+        for key in keys:
+            row = rows.get(key)
+            if row is None or row.deleted:
+                continue
+            meta = self._meta(row)
+            self.access.authorize("read", key[0], meta)
+            metas.append(meta)
+            out.append(self._stored(row))
+        if metas:
+            self.access.record(self.conn, action, keys[0][0] if keys else None, metas)
+        return out
+
+    def iter_resources(
+        self, resource_type: str, *, since: datetime | None = None, batch: int = 500
+    ) -> Iterator[dict[str, Any]]:
+        """Every live resource of a type (export, oversight extract).  Audited per batch."""
+        self.access.authorize("export", resource_type)
+        pending: list[RowMeta] = []
+        for row in repo.iter_current(
+            self.conn,
+            resource_type,
+            since=since,
+            batch=batch,
+            row_filter=self.access.row_filter(resource_table),
+        ):
+            pending.append(self._meta(row))
+            if len(pending) >= batch:
+                self.access.record(self.conn, "export", resource_type, pending)
+                pending = []
+            yield orjson.loads(self._open(row))
+        if pending:
+            self.access.record(self.conn, "export", resource_type, pending)
+
+    # ---------------------------------------------------------------- write
+    def create(
+        self, res: dict[str, Any], *, if_none_exist: str | None = None, root: str = ""
+    ) -> WriteResult:
+        rtype = self.validate(res, root=root)
+        self._check_writable(rtype)
+        self.access.authorize("create", rtype)
+        if if_none_exist:
+            repo.lock_key(self.conn, f"{rtype}?{if_none_exist}")
+            ids = self.search_ids(rtype, if_none_exist)
+            if len(ids) > 1:
+                raise PreconditionFailed(
+                    "If-None-Exist criteria match more than one resource",
+                    expression=["If-None-Exist"],
+                )
+            if ids:
+                existing = self.read_raw(rtype, ids[0])
+                assert existing.body is not None
+                return WriteResult(
+                    orjson.loads(existing.body), False, 200, existing.version_id,
+                    existing.last_updated,
+                )
+        res = dict(res)
+        res["id"] = model.new_id()  # FHIR R4 http.html#create: the server assigns the id
+        ts = model.now_utc()
+        row = self._seal(res, 1, ts)
+        repo.insert_current(self.conn, [row])
+        indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=False)
+        self.access.record(self.conn, "create", rtype, [self._meta(row)])
+        return WriteResult(res, True, 201, 1, ts)
+
+    def update(
+        self,
+        resource_type: str,
+        rid: str,
+        res: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        root: str = "",
+    ) -> WriteResult:
+        rtype = self.validate(res, resource_type, root=root)
+        self._check_writable(rtype)
+        if res.get("id") != rid:
+            raise BadRequest(
+                "the resource id must equal the id in the URL (R4 http.html#update)",
+                expression=[f"{rtype}.id"],
+            )
+        expected = parse_etag(if_match)
+        current = repo.get_current(self.conn, rtype, rid, for_update=True)
+        ts = model.now_utc()
+        res = dict(res)
+        if current is None:
+            if expected is not None:
+                raise PreconditionFailed("If-Match given for a resource that does not exist")
+            # Update as create: the client chose the id (R4 http.html#upsert).
+            self.access.authorize("create", rtype)
+            row = self._seal(res, 1, ts)
+            repo.insert_current(self.conn, [row])
+            indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=False)
+            self.access.record(self.conn, "create", rtype, [self._meta(row)])
+            return WriteResult(res, True, 201, 1, ts)
+        self.access.authorize("update", rtype, self._meta(current))
+        if expected is not None and expected != current.version_id:
+            raise PreconditionFailed(
+                f"version conflict: If-Match names version {expected}, "
+                f"current is {current.version_id}",
+                expression=["If-Match"],
+            )
+        vid = current.version_id + 1
+        row = self._seal(res, vid, ts)
+        repo.archive_current(self.conn, rtype, rid)
+        if not repo.replace_current(self.conn, row, current.version_id):
+            raise Conflict("the resource was changed concurrently; retry")
+        indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=True)
+        self.access.record(self.conn, "update", rtype, [self._meta(row)])
+        return WriteResult(res, bool(current.deleted), 201 if current.deleted else 200, vid, ts)
+
+    def conditional_update(
+        self, resource_type: str, criteria: str, res: dict[str, Any], *, root: str = ""
+    ) -> WriteResult:
+        """PUT Type?criteria (R4 http.html#cond-update)."""
+        rtype = self.validate(res, resource_type, root=root)
+        self._check_writable(rtype)
+        repo.lock_key(self.conn, f"{rtype}?{criteria}")
+        ids = self.search_ids(rtype, criteria)
+        if len(ids) > 1:
+            raise PreconditionFailed(
+                "conditional update criteria match more than one resource", expression=[rtype]
+            )
+        if not ids:
+            rid = res.get("id")
+            if not isinstance(rid, str):
+                res = dict(res)
+                res["id"] = model.new_id()
+                rid = res["id"]
+            return self.update(rtype, rid, res, root=root)
+        if "id" in res and res["id"] != ids[0]:
+            raise BadRequest(
+                "the resource id differs from the matched resource", expression=[f"{rtype}.id"]
+            )
+        res = {**res, "id": ids[0]}
+        return self.update(rtype, ids[0], res, root=root)
+
+    def patch(
+        self,
+        resource_type: str,
+        rid: str,
+        ops: Any,
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """JSON Patch (RFC 6902) on the current version, then a normal update."""
+        if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
+            raise BadRequest("a JSON Patch document must be an array of operations")
+        current = self.read(resource_type, rid)
+        try:
+            patched = jsonpatch.JsonPatch(ops).apply(current)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            kind = type(exc).__name__
+            raise BadRequest(f"the patch cannot be applied ({kind})") from None
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+            raise BadRequest("the patch document is malformed") from None
+        if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
+            raise BadRequest("a patch must not change resourceType")
+        if patched.get("id") != rid:
+            raise BadRequest("a patch must not change id", expression=[f"{resource_type}.id"])
+        return self.update(resource_type, rid, patched, if_match=if_match)
+
+    def delete(self, resource_type: str, rid: str) -> WriteResult | None:
+        """Logical delete: a new version marked deleted; history stays.  None: already."""
+        if not is_resource_type(resource_type):
+            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        self._check_writable(resource_type)
+        current = repo.get_current(self.conn, resource_type, rid, for_update=True)
+        if current is None:
+            raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
+        meta = self._meta(current)
+        self.access.authorize("delete", resource_type, meta)
+        if current.deleted:
+            return None
+        ts = model.now_utc()
+        vid = current.version_id + 1
+        row = {
+            **dict(current._mapping),
+            "version_id": vid,
+            "last_updated": ts,
+            "deleted": True,
+            "kek_id": None,
+            "dek": None,
+            "body": None,
+        }
+        repo.archive_current(self.conn, resource_type, rid)
+        if not repo.replace_current(self.conn, row, current.version_id):
+            raise Conflict("the resource was changed concurrently; retry")
+        indexing.delete_index(self.conn, resource_type, rid)
+        self.access.record(self.conn, "delete", resource_type, [meta])
+        stub = {"resourceType": resource_type, "id": rid}
+        return WriteResult(stub, False, 200, vid, ts)
+
+    # ---------------------------------------------------------------- history
+    def history(
+        self,
+        resource_type: str | None,
+        rid: str | None,
+        *,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredVersion], int]:
+        action = "history" if rid else ("history-type" if resource_type else "history-system")
+        if resource_type is not None:
+            if not is_resource_type(resource_type):
+                raise NotFound(f"unknown resource type {resource_type}")
+            self.access.authorize(action, resource_type)
+        else:
+            self.access.authorize(action, "*")
+        rows, total = repo.history(
+            self.conn,
+            resource_type=resource_type,
+            rid=rid,
+            since=since,
+            before=before,
+            count=count,
+            offset=offset,
+            row_filter=self.access.row_filter(resource_table),
+        )
+        if rid is not None and total == 0:
+            raise NotFound(f"{resource_type}/{rid} is not known")
+        metas = [self._meta(r) for r in rows]
+        if metas:
+            self.access.record(self.conn, action, resource_type, metas)
+        return [self._stored(r) for r in rows], total
+
+    # ---------------------------------------------------------------- $everything
+    def everything(
+        self,
+        patient_id: str,
+        *,
+        types: list[str] | None = None,
+        since: datetime | None = None,
+        count: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[StoredVersion], int]:
+        """Patient/$everything: the Patient and its compartment, one page (R4 patient-
+        operation-everything).  Resources merely referenced (practitioners…) are not
+        added: they are not the patient's data and are readable on their own."""
+        patient = repo.get_current(self.conn, "Patient", patient_id)
+        if patient is None:
+            raise NotFound(f"Patient/{patient_id} is not known", expression=["Patient"])
+        self.access.authorize("everything", "Patient", self._meta(patient))
+        if patient.deleted:
+            raise Gone(f"Patient/{patient_id} was deleted")
+        rows, total = repo.compartment(
+            self.conn,
+            patient_id,
+            types=types,
+            since=since,
+            count=count,
+            offset=offset,
+            row_filter=self.access.row_filter(resource_table),
+        )
+        metas = [self._meta(r) for r in rows]
+        self.access.record(self.conn, "everything", "Patient", metas)
+        return [self._stored(r) for r in rows], total
+
+    # ---------------------------------------------------------------- bundles
+    def transaction(self, bundle: Any) -> dict[str, Any]:
+        from usmis.fhir.bundles import run_transaction
+
+        return run_transaction(self, bundle)
+
+    def batch(self, bundle: Any) -> dict[str, Any]:
+        from usmis.fhir.bundles import run_batch
+
+        return run_batch(self, bundle)
+
+    # bulk path used by transactions: creates without conditions in one executemany
+    def bulk_create(self, items: list[dict[str, Any]]) -> list[WriteResult]:
+        """Insert validated new resources (ids already assigned) in one statement each
+        for the resource table and each index table."""
+        if not items:
+            return []
+        ts = model.now_utc()
+        rows = []
+        for res in items:
+            rtype = res["resourceType"]
+            self._check_writable(rtype)
+            self.access.authorize("create", rtype)
+            rows.append(self._seal(res, 1, ts))
+        repo.insert_current(self.conn, rows)
+        indexing.write_index_many(
+            self.conn, [(r["resourceType"], r) for r in items], self.hmac, replace=False
+        )
+        self.access.record(
+            self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
+        )
+        return [WriteResult(res, True, 201, 1, ts) for res in items]
+
+
+def _reroot(issue: Issue, rtype: Any, root: str) -> Issue:
+    expr = issue.expression
+    if isinstance(rtype, str) and (expr == rtype or expr.startswith(rtype + ".")):
+        expr = root + expr[len(rtype) :]
+    elif not expr:
+        expr = root
+    else:
+        expr = f"{root}.{expr}"
+    return dataclasses.replace(issue, expression=expr)
+
+
+__all__ = ["FhirService", "StoredVersion", "UsmisError", "WriteResult", "parse_etag"]
