@@ -135,9 +135,38 @@ def requeue(conn: Connection, inbox_id: int, content: bytes | None = None) -> No
     conn.execute(update(t.inbox).where(t.inbox.c.id == inbox_id).values(**values))
 
 
+def replace_content(conn: Connection, inbox_id: int, *, content_hash: str, content: object,
+                    kek_id: object, dek: object) -> None:
+    conn.execute(update(t.inbox).where(t.inbox.c.id == inbox_id).values(
+        content_hash=content_hash, content=content, kek_id=kek_id, dek=dek))
+
+
 def inbox_counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(t.inbox.c.status, func.count()).group_by(t.inbox.c.status))
     return {r[0]: int(r[1]) for r in rows}
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def insert_file(
+    conn: Connection, *, source_id: str, name: str, content_hash: str,
+    header: list[str] | None, rows: int,
+) -> tuple[int, bool]:
+    """Register a delivered file; the same bytes again return the earlier id (False)."""
+    found = conn.execute(select(t.file.c.id).where(
+        t.file.c.source_id == source_id, t.file.c.content_hash == content_hash)).first()
+    if found:
+        return int(found[0]), False
+    res = conn.execute(t.file.insert().values(
+        source_id=source_id, name=name[:300], content_hash=content_hash, header=header,
+        rows=rows, received_at=now()).returning(t.file.c.id))
+    return int(res.scalar_one()), True
+
+
+def file_header(conn: Connection, file_id: int) -> list[str] | None:
+    row = conn.execute(select(t.file.c.header).where(t.file.c.id == file_id)).first()
+    return list(row[0]) if row and row[0] is not None else None
 
 
 # --- dead letters --------------------------------------------------------------------------

@@ -97,6 +97,21 @@ merge = Table(
     UniqueConstraint("inbox_id", name="uq_ingest_merge_inbox"),
 )
 
+# A file delivered by a file source: its header (column names) and counts.  Each data row is
+# its own inbox message (context {"file_id", "row"}), so one bad row never rejects its file.
+file = Table(
+    "ingest_file",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source_id", String(64), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("header", JSON),
+    Column("rows", Integer, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("source_id", "content_hash", name="uq_ingest_file_source_hash"),
+)
+
 # The last source timestamp applied to each source record, so that an older update arriving
 # after a newer one does not overwrite it.  record_key is a keyed hash of system|value.
 record_clock = Table(

@@ -92,6 +92,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("inbox_id", name="uq_ingest_merge_inbox"),
     )
     op.create_table(
+        "ingest_file",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column("source_id", sa.String(64), nullable=False),
+        sa.Column("name", sa.String(300), nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False),
+        sa.Column("header", sa.JSON),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("received_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_ingest_file"),
+        sa.UniqueConstraint("source_id", "content_hash", name="uq_ingest_file_source_hash"),
+    )
+    op.create_table(
         "ingest_record_clock",
         sa.Column("source_id", sa.String(64), nullable=False),
         sa.Column("record_key", sa.String(64), nullable=False),
@@ -104,6 +116,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in (
         "ingest_record_clock",
+        "ingest_file",
         "ingest_merge",
         "ingest_dead_letter",
         "ingest_inbox",

@@ -1,0 +1,423 @@
+"""The declarative file-mapping engine: one TOML file per source turns its rows into FHIR.
+
+A mapping file (``mapping/sources/<source id>.toml``, or any path given to
+``usmis sources add --mapping``) says how to read the file and what each row makes::
+
+    [read]
+    format = "csv"            # csv | tsv | ndjson | json
+    encoding = "cp1251"
+    delimiter = ";"
+    decimal = ","             # decimal separator of numbers
+    date_formats = ["%d.%m.%Y"]
+    datetime_formats = ["%d.%m.%Y %H:%M"]
+
+    [row]
+    id = "$ID_ОТПУСКА|required"      # the row's record id (message id, dead-letter key)
+    event_time = "$ДАТА_ОТПУСКА|date" # the source timestamp: later wins
+    iin = "ИИН"                       # column whose IIN share the quality report counts
+    personal = ["ФИО", "ИИН"]         # values never shown in reject reasons
+
+    [maps.sex]                        # code maps: source code → FHIR code
+    "м" = "male"
+
+    [[resource]]                      # which rows make which resources
+    name = "patient"                  # referenced from other resources as "@patient"
+    type = "Patient"
+    kind = "patient"                  # identifier system .../source/{source}/patient
+    key = "$КАРТА_ПАЦИЕНТА"           # no key → no resource (unless required = true)
+    when = "$СТАТУС|eq:dispensed"     # optional condition
+    [resource.body]                   # the FHIR resource, dotted keys welcome
+    gender = "$ПОЛ|map:sex"
+
+Values: a string that is exactly ``$COLUMN|transform|…`` yields the transformed value
+(typed: numbers stay numbers); ``{$COLUMN|…}`` and ``{source}`` interpolate inside text;
+``@name`` is a reference to another resource of the same row.  Empty values drop their
+key, and empty objects/lists are pruned, so optional columns need no special syntax.
+
+Transforms: required, date, datetime, number, int, bool, upper, lower, strip, trim,
+map:<name>, word:<n> (n-th word, 0-based), words:<n> (words from n on), default:<text>,
+eq:<text>, ne:<text>, nonempty, month (YYYY-MM → first day), prefix:<text>, lstrip0.
+A failing transform rejects the row with rule, column and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from usmis.ingest.mapping.common import (
+    LOCAL_TZ,
+    Mapped,
+    Reject,
+    full_url,
+    iin_status,
+    put_entry,
+    source_system,
+    source_uri,
+    transaction,
+)
+
+SOURCES_DIR = Path(__file__).resolve().parent / "sources"
+_EXPR = re.compile(r"\{(\$[^{}]+|source)\}")
+
+
+@dataclass
+class ResourceRule:
+    name: str
+    type: str
+    kind: str
+    key: str
+    body: dict[str, Any]
+    when: str | None = None
+    required: bool = False
+
+
+@dataclass
+class FileMapping:
+    source_id: str
+    format: str
+    encoding: str = "utf-8"
+    delimiter: str = ","
+    decimal: str = "."
+    date_formats: list[str] = field(default_factory=lambda: ["%Y-%m-%d"])
+    datetime_formats: list[str] = field(default_factory=lambda: ["%Y-%m-%dT%H:%M:%S"])
+    row_id: str = ""
+    event_time: str | None = None
+    iin_column: str | None = None
+    personal: frozenset[str] = frozenset()
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    resources: list[ResourceRule] = field(default_factory=list)
+    header_required: list[str] = field(default_factory=list)
+
+
+def mapping_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in {".toml", ".json"} and p.exists():
+        return p
+    return SOURCES_DIR / f"{name}.toml"
+
+
+_cache: dict[tuple[str, str], FileMapping] = {}
+
+
+def load_mapping(name: str, source_id: str | None = None) -> FileMapping:
+    """Load (and cache) a mapping by source id or path."""
+    path = mapping_path(name)
+    ck = (str(path), source_id or "")
+    if ck in _cache:
+        return _cache[ck]
+    if not path.exists():
+        raise FileNotFoundError(f"no mapping file for {name!r}")
+    doc = (orjson.loads(path.read_bytes()) if path.suffix == ".json"
+           else tomllib.loads(path.read_text(encoding="utf-8")))
+    m = parse_mapping(doc, source_id or path.stem)
+    _cache[ck] = m
+    return m
+
+
+def parse_mapping(doc: dict[str, Any], source_id: str) -> FileMapping:
+    read = doc.get("read", {})
+    row = doc.get("row", {})
+    fmt = read.get("format", "csv")
+    m = FileMapping(
+        source_id=doc.get("source", source_id),
+        format=fmt,
+        encoding=read.get("encoding", "utf-8"),
+        delimiter=read.get("delimiter", "\t" if fmt == "tsv" else ","),
+        decimal=read.get("decimal", "."),
+        date_formats=list(read.get("date_formats", ["%Y-%m-%d"])),
+        datetime_formats=list(read.get("datetime_formats", ["%Y-%m-%dT%H:%M:%S"])),
+        row_id=row.get("id", ""),
+        event_time=row.get("event_time"),
+        iin_column=row.get("iin"),
+        personal=frozenset(row.get("personal", [])),
+        maps={k: {str(a): str(b) for a, b in v.items()} for k, v in doc.get("maps", {}).items()},
+        header_required=list(read.get("columns", [])),
+    )
+    for i, r in enumerate(doc.get("resource", [])):
+        m.resources.append(ResourceRule(
+            name=r.get("name", f"r{i}"), type=r["type"], kind=r.get("kind", r["type"].lower()),
+            key=r["key"], body=r.get("body", {}), when=r.get("when"),
+            required=bool(r.get("required", False)),
+        ))
+    return m
+
+
+# --- splitting a file into rows ------------------------------------------------------------
+
+
+def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[bytes]]:
+    """(header, raw data rows).  Rows stay bytes so a badly encoded row fails alone."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if m.format == "json":
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, list):
+            return None, [orjson.dumps(x) for x in doc]
+        # not a JSON array: treat as one record per line
+    lines = data.split(b"\n")
+    rows: list[bytes] = []
+    pending: bytes | None = None
+    for line in lines:
+        line = line.rstrip(b"\r")
+        if pending is not None:
+            line = pending + b"\n" + line
+            pending = None
+        if m.format in {"csv", "tsv"} and line.count(b'"') % 2 == 1:
+            pending = line  # a quoted field continues on the next line
+            continue
+        if line.strip():
+            rows.append(line)
+    if pending is not None and pending.strip():
+        rows.append(pending)
+    if m.format in {"ndjson", "json"}:
+        return None, rows
+    if not rows:
+        return [], []
+    header_text = rows[0].decode(m.encoding, errors="replace")
+    header = next(csv.reader([header_text], delimiter=m.delimiter))
+    return [h.strip() for h in header], rows[1:]
+
+
+# --- mapping one row -----------------------------------------------------------------------
+
+
+class _Row:
+    def __init__(self, values: dict[str, Any], m: FileMapping, source_id: str) -> None:
+        self.values = values
+        self.m = m
+        self.source_id = source_id
+        self.refs: dict[str, str] = {}
+
+    def col(self, name: str) -> Any:
+        if name not in self.values:
+            raise Reject("missing-column", name, "column not present in the record")
+        v = self.values[name]
+        return v.strip() if isinstance(v, str) else v
+
+    def shown(self, column: str, value: Any) -> str:
+        if column in self.m.personal:
+            return ""
+        return f" '{str(value)[:40]}'"
+
+    def expr(self, text: str) -> Any:
+        """Evaluate ``$COLUMN|t1|t2`` (the leading ``$`` already checked)."""
+        parts = text[1:].split("|")
+        column = parts[0]
+        value: Any = self.col(column)
+        for t in parts[1:]:
+            value = self.transform(t, column, value)
+        return value
+
+    def transform(self, t: str, column: str, v: Any) -> Any:  # noqa: C901 - a flat dispatch
+        name, _, arg = t.partition(":")
+        empty = v is None or v == ""
+        if name == "required":
+            if empty:
+                raise Reject("required", column, "value is empty")
+            return v
+        if name == "default":
+            return arg if empty else v
+        if name == "nonempty":
+            return not empty
+        if name == "eq":
+            return str(v) == arg
+        if name == "ne":
+            return str(v) != arg
+        if empty:
+            return None
+        s = str(v)
+        if name == "date":
+            return self._date(s, column, self.m.date_formats + self.m.datetime_formats)[:10]
+        if name == "datetime":
+            return self._date(s, column, self.m.datetime_formats + self.m.date_formats)
+        if name in {"number", "int"}:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                num: float = v
+            else:
+                text = s.replace(" ", "").replace("\u00a0", "")
+                if self.m.decimal != ".":
+                    text = text.replace(self.m.decimal, ".")
+                try:
+                    num = float(text)
+                except ValueError:
+                    raise Reject("number-format", column,
+                                 f"not a number{self.shown(column, v)}") from None
+            if name == "int":
+                if num != int(num):
+                    raise Reject("number-format", column,
+                                 f"not a whole number{self.shown(column, v)}")
+                return int(num)
+            return int(num) if num == int(num) and "." not in s and self.m.decimal not in s \
+                else num
+        if name == "bool":
+            return s.lower() in {"1", "true", "yes", "y", "да"}
+        if name == "upper":
+            return s.upper()
+        if name == "lower":
+            return s.lower()
+        if name in {"strip", "trim"}:
+            return s.strip()
+        if name == "lstrip0":
+            return s.lstrip("0") or "0"
+        if name == "prefix":
+            return arg + s
+        if name == "map":
+            table = self.m.maps.get(arg)
+            if table is None:
+                raise KeyError(f"mapping has no code map {arg!r}")
+            if s in table:
+                return table[s] or None
+            if s.lower() in table:
+                return table[s.lower()] or None
+            if "*" in table:
+                return table["*"] or None
+            raise Reject("code", column, f"code{self.shown(column, v)} not in map {arg}")
+        if name == "word":
+            words = s.split()
+            n = int(arg or 0)
+            return words[n] if n < len(words) else None
+        if name == "words":
+            words = s.split()
+            return " ".join(words[int(arg or 0):]) or None
+        if name == "month":
+            if not re.fullmatch(r"\d{4}-\d{2}", s):
+                raise Reject("date-format", column, f"not YYYY-MM{self.shown(column, v)}")
+            return f"{s}-01"
+        raise KeyError(f"unknown transform {name!r}")
+
+    def _date(self, s: str, column: str, formats: list[str]) -> str:
+        for f in formats:
+            try:
+                dt = datetime.strptime(s, f)
+            except ValueError:
+                continue
+            if not 1850 <= dt.year <= 2100:
+                raise Reject("date-range", column, f"year out of range{self.shown(column, s)}")
+            if "%H" in f:
+                return dt.replace(tzinfo=LOCAL_TZ).isoformat()
+            return dt.date().isoformat()
+        raise Reject("date-format", column, f"not a date in {formats[0]}{self.shown(column, s)}")
+
+    def render(self, node: Any) -> Any:
+        return self._render(node)[0]
+
+    def _render(self, node: Any) -> tuple[Any, bool]:
+        """(value, dynamic): an object whose dynamic parts all came out empty is dropped,
+        so ``{system = "…iin", value = "$ИИН"}`` disappears when the IIN column is empty."""
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            dynamic = kept_dynamic = False
+            for k, v in node.items():
+                val, dyn = self._render(v)
+                dynamic |= dyn
+                if val not in (None, "", [], {}):
+                    out[k] = val
+                    kept_dynamic |= dyn
+            if not out or (dynamic and not kept_dynamic):
+                return None, dynamic
+            return out, dynamic
+        if isinstance(node, list):
+            items = [self._render(v) for v in node]
+            kept = [v for v, _ in items if v not in (None, "", [], {})]
+            return (kept or None), any(d for _, d in items)
+        if isinstance(node, str):
+            if node.startswith("$"):
+                return self.expr(node), True
+            if node.startswith("@"):
+                ref = self.refs.get(node[1:])
+                return ({"reference": ref} if ref else None), True
+            if "{$" in node or "{source}" in node:
+                missing = False
+
+                def sub(mt: re.Match[str]) -> str:
+                    nonlocal missing
+                    inner = mt.group(1)
+                    if inner == "source":
+                        return self.source_id
+                    val = self.expr(inner)
+                    if val in (None, ""):
+                        missing = True
+                        return ""
+                    return str(val)
+
+                text = _EXPR.sub(sub, node)
+                return (None if missing else text), "{$" in node
+        return node, False
+
+
+def decode_row(raw: bytes, header: list[str] | None, m: FileMapping) -> dict[str, Any]:
+    try:
+        text = raw.decode(m.encoding)
+    except UnicodeDecodeError:
+        raise Reject("encoding", "row", f"bytes are not valid {m.encoding}") from None
+    if m.format in {"ndjson", "json"}:
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Reject("json", "row", "not a valid JSON record") from None
+        if not isinstance(doc, dict):
+            raise Reject("json", "row", "record is not a JSON object")
+        return doc
+    cells = next(csv.reader(io.StringIO(text), delimiter=m.delimiter), [])
+    header = header or []
+    if len(cells) != len(header):
+        raise Reject("column-count", "row",
+                     f"{len(cells)} fields where the header has {len(header)}")
+    return dict(zip(header, cells, strict=True))
+
+
+def map_row(raw: bytes, header: list[str] | None, m: FileMapping, source_id: str) -> Mapped:
+    """One raw row → a transaction Bundle of conditional PUTs (or :class:`Reject`)."""
+    values = decode_row(raw, header, m)
+    row = _Row(values, m, source_id)
+    message_id = str(row.render(m.row_id) or "") if m.row_id else ""
+    event = None
+    if m.event_time:
+        ev = row.render(m.event_time)
+        if ev:
+            event = datetime.fromisoformat(ev)
+            if event.tzinfo is None:
+                event = event.replace(tzinfo=LOCAL_TZ)
+    keys: dict[str, tuple[str, str]] = {}
+    for r in m.resources:
+        if r.when is not None and not row.render(r.when):
+            continue
+        key = row.render(r.key)
+        if key in (None, ""):
+            if r.required:
+                raise Reject("required", r.key.lstrip("$").split("|")[0], "record id is empty")
+            continue
+        system = source_system(source_id, r.kind)
+        keys[r.name] = (system, str(key))
+        row.refs[r.name] = full_url(system, str(key))
+    entries = []
+    for r in m.resources:
+        if r.name not in keys:
+            continue
+        system, key = keys[r.name]
+        body = row.render(r.body) or {}
+        ident = {"system": system, "value": key}
+        identifiers = [ident] + [i for i in body.pop("identifier", []) if i != ident]
+        resource = {"resourceType": r.type, "identifier": identifiers, **body,
+                    "meta": {"source": source_uri(source_id)}}
+        entries.append(put_entry(resource, system, key))
+    if not entries:
+        raise Reject("empty", "row", "the row makes no resource")
+    iin = None
+    if m.iin_column:
+        v = values.get(m.iin_column)
+        iin = iin_status(str(v).strip() if v not in (None, "") else None)
+    return Mapped(bundle=transaction(entries), event_time=event, message_id=message_id,
+                  iin_status=iin)

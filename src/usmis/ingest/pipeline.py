@@ -1,0 +1,260 @@
+"""The worker side of the pipeline: inbox → parse → map → validate → store → identify → done.
+
+One claimed batch is one database transaction: the resources, their Provenance, the
+record clocks, the person links and the ``done``/``dead`` marks commit together, so a
+worker killed at any moment leaves each message either untouched (pending, retried by the
+next worker) or completely processed — never half, never twice.
+
+Each message runs in a savepoint: a message that fails validation or storage rolls back
+alone, becomes a dead letter with the exact reason, and the batch goes on.
+
+Ordering: a record's newest state wins by *source* timestamp.  Before a conditional PUT
+the record clock is advanced; if the clock already shows a later event, the entry is
+turned into a conditional create (``ifNoneExist``) — it still resolves references but
+does not overwrite the newer state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError
+
+from usmis.config import Settings
+from usmis.fhir.context import SystemAccess
+from usmis.fhir.service import FhirService
+from usmis.fhir.uow import unit_of_work
+from usmis.ingest import repository as repo
+from usmis.ingest.mapping import fhir as fhir_mapping
+from usmis.ingest.mapping import files, hl7v2
+from usmis.ingest.mapping.common import Mapped, Reject, source_system, source_uri
+from usmis.ingest.sealing import keys, record_key, unseal
+from usmis.kit.errors import UsmisError
+from usmis.kit.logging import get_logger
+
+log = get_logger("usmis.ingest.pipeline")
+
+PROVENANCE_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+
+
+@dataclass
+class BatchResult:
+    claimed: int = 0
+    done: int = 0
+    dead: int = 0
+    resources: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _map_hl7(raw: bytes, row: Row[Any]) -> Mapped:
+    return hl7v2.map_message(raw, row.source_id)
+
+
+def _map_fhir(raw: bytes, row: Row[Any]) -> Mapped:
+    return fhir_mapping.map_payload(raw, row.source_id)
+
+
+FILE_FORMATS = {"csv", "tsv", "json", "ndjson"}
+
+
+def _mpi_hook() -> Callable[[Connection, Settings, str], str] | None:
+    """The patient index's linker, if that part is installed (docs/CONTRACTS.md)."""
+    try:
+        mod = importlib.import_module("usmis.mpi.service")
+    except ImportError:
+        return None
+    fn = getattr(mod, "link_source_patient", None)
+    return fn if callable(fn) else None
+
+
+class Pipeline:
+    """Processes claimed inbox messages.  One instance per worker process."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, link_persons: bool = True) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.keys = keys(settings)
+        self.skip_locked = engine.dialect.name == "postgresql"
+        self.link = _mpi_hook() if link_persons else None
+        self._headers: dict[int, list[str] | None] = {}
+        self._mappings: dict[str, files.FileMapping] = {}
+
+    def map(self, conn: Connection, raw: bytes, row: Row[Any]) -> Mapped:
+        """Parse and map one inbox message by its format (pure mappers do the work)."""
+        if row.format == "hl7v2":
+            return _map_hl7(raw, row)
+        if row.format == "fhir":
+            return _map_fhir(raw, row)
+        if row.format in FILE_FORMATS:
+            ctx = row.context or {}
+            file_id = int(ctx.get("file_id", 0))
+            if file_id not in self._headers:
+                self._headers[file_id] = repo.file_header(conn, file_id)
+            mapping = self._mapping(conn, row.source_id)
+            return files.map_row(raw, self._headers[file_id], mapping, row.source_id)
+        raise Reject("format", "message", f"unknown format '{row.format}'")
+
+    def _mapping(self, conn: Connection, source_id: str) -> files.FileMapping:
+        m = self._mappings.get(source_id)
+        if m is None:
+            src = repo.get_source(conn, source_id)
+            m = files.load_mapping((src.mapping if src else None) or source_id, source_id)
+            self._mappings[source_id] = m
+        return m
+
+    def run_batch(self, limit: int = 50) -> BatchResult:
+        """Claim up to ``limit`` pending messages and process them in one transaction."""
+        result = BatchResult()
+        with unit_of_work(self.engine, write=True) as conn:
+            rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
+            result.claimed = len(rows)
+            for row in rows:
+                self._one(conn, row, result)
+        return result
+
+    def drain(self, limit: int = 50, *, on_batch: Callable[[BatchResult], None] | None = None,
+              ) -> BatchResult:
+        """Process until the inbox has nothing pending (tests, one-shot CLI runs)."""
+        total = BatchResult()
+        while True:
+            r = self.run_batch(limit)
+            if not r.claimed:
+                return total
+            total.claimed += r.claimed
+            total.done += r.done
+            total.dead += r.dead
+            total.resources += r.resources
+            for k, v in r.reasons.items():
+                total.reasons[k] = total.reasons.get(k, 0) + v
+            if on_batch:
+                on_batch(r)
+
+    # --- one message ------------------------------------------------------------------------
+
+    def _one(self, conn: Connection, row: Row[Any], result: BatchResult) -> None:
+        mapped: Mapped | None = None
+        try:
+            with conn.begin_nested():
+                raw = unseal(self.settings, row)
+                mapped = self.map(conn, raw, row)
+                stored = self._store(conn, row, mapped)
+                repo.finish_message(conn, row.id, status="done", stored=stored,
+                                    iin_status=mapped.iin_status,
+                                    event_time=mapped.event_time)
+            result.done += 1
+            result.resources += stored
+            return
+        except Reject as r:
+            reason = (r.rule, r.field, r.detail)
+        except UsmisError as e:
+            where = e.expression[0] if e.expression else "resource"
+            reason = ("fhir-" + e.code, where, e.message)
+        except DBAPIError:
+            raise  # deadlock / connection loss: the whole batch rolls back and is retried
+        except Exception as e:  # a bug must cost one message, not the batch
+            log.exception("ingest message failed", inbox_id=row.id, source=row.source_id)
+            reason = ("internal", "message", type(e).__name__)
+        rule, fld, detail = reason
+        repo.insert_dead_letter(conn, inbox_id=row.id, source_id=row.source_id, rule=rule,
+                                field=fld, detail=detail)
+        repo.finish_message(conn, row.id, status="dead", stored=0,
+                            iin_status=mapped.iin_status if mapped else None,
+                            event_time=mapped.event_time if mapped else None)
+        result.dead += 1
+        result.reasons[rule] = result.reasons.get(rule, 0) + 1
+
+    def _store(self, conn: Connection, row: Row[Any], mapped: Mapped) -> int:
+        bundle = mapped.bundle
+        entries: list[dict[str, Any]] = bundle["entry"]
+        when = mapped.event_time or _aware(row.received_at)
+        targets = []
+        for e in entries:
+            req = e["request"]
+            if req["method"] == "PUT" and "?" in req["url"]:
+                key = record_key(self.settings, row.source_id, req["url"])
+                newest = repo.advance_clock(conn, source_id=row.source_id, record_key=key,
+                                            event_time=when, inbox_id=row.id)
+                if not newest:
+                    # A later state of this record is already stored: keep it.
+                    rtype, _, query = req["url"].partition("?")
+                    e["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
+                    continue
+            if e.get("fullUrl"):
+                targets.append({"reference": e["fullUrl"]})
+        if targets:
+            entries.append(_provenance(row, mapped, targets))
+        svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
+        response = svc.transaction(bundle)
+        written = 0
+        patients: list[str] = []
+        for e, r in zip(entries, response["entry"], strict=True):
+            status = r.get("response", {}).get("status", "")
+            rtype = e["resource"]["resourceType"]
+            if status.startswith("201") or (status.startswith("200") and e["request"][
+                    "method"] == "PUT"):
+                if rtype != "Provenance":
+                    written += 1
+                if rtype == "Patient":
+                    loc = r["response"].get("location", "")
+                    patients.append(loc.split("/")[1] if "/" in loc else "")
+        if self.link is not None:
+            for pid in patients:
+                if pid:
+                    self.link(conn, self.settings, pid)
+        for survivor, merged in mapped.merges:
+            self._merge(conn, svc, row, mapped, survivor, merged)
+        return written
+
+    def _merge(self, conn: Connection, svc: FhirService, row: Row[Any], mapped: Mapped,
+               survivor: str, merged: str) -> None:
+        sys = source_system(row.source_id, "patient")
+        ids_s = svc.search_ids("Patient", f"identifier={sys}|{survivor}")
+        ids_m = svc.search_ids("Patient", f"identifier={sys}|{merged}")
+        if ids_m and ids_s:
+            # The merged record stays (source records are never destroyed), marked replaced.
+            old = svc.read("Patient", ids_m[0])
+            links = [lk for lk in old.get("link", []) if lk.get("type") != "replaced-by"]
+            links.append({"other": {"reference": f"Patient/{ids_s[0]}"},
+                          "type": "replaced-by"})
+            svc.update("Patient", ids_m[0], {**old, "active": False, "link": links})
+        repo.record_merge(conn, source_id=row.source_id, survivor=ids_s[0] if ids_s else "",
+                          merged=ids_m[0] if ids_m else "", inbox_id=row.id,
+                          event_time=mapped.event_time)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _provenance(row: Row[Any], mapped: Mapped, targets: list[dict[str, str]]) -> dict[str, Any]:
+    """Who delivered this, in which message, when (FHIR R4 provenance.html)."""
+    prov: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": targets,
+        "recorded": datetime.now(UTC).isoformat(),
+        "activity": {"coding": [{"system": PROVENANCE_ACTIVITY, "code": "UPDATE"}]},
+        "agent": [{
+            "type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                "code": "author"}]},
+            "who": {"identifier": {"system": "https://usmis.kz/source", "value": row.source_id},
+                    "display": f"source {row.source_id}"},
+        }],
+        "entity": [{
+            "role": "source",
+            "what": {"identifier": {
+                "system": f"{source_uri(row.source_id)}/message",
+                "value": f"{row.channel}:{row.message_id}"}},
+        }],
+        "meta": {"source": source_uri(row.source_id)},
+    }
+    if mapped.event_time is not None:
+        prov["occurredDateTime"] = mapped.event_time.isoformat()
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": prov,
+            "request": {"method": "POST", "url": "Provenance"}}
