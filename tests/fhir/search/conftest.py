@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac as hmac_mod
+import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,11 +18,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, create_engine, insert, make_url, text, update
+from sqlalchemy.pool import NullPool
 
 from usmis.fhir.search import SearchResult, delete_index, search, write_index
 from usmis.fhir.tables import resource as resource_table
 from usmis.kit.db import make_engine
+
+PG_URL = os.environ.get("USMIS_TEST_POSTGRES_URL", "")  # as in tests/conftest.py
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 BASE = "http://test.local/fhir"
 _KEY = b"test-blind-index-key"
@@ -80,3 +86,40 @@ def store(database_url: str) -> Iterator[Store]:
     eng = make_engine(database_url)
     yield Store(eng)
     eng.dispose()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world_store(
+    request: pytest.FixtureRequest,
+    _templates: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Store]:
+    """One database per backend per module, loaded with :func:`data.world` (read-only tests).
+
+    Table-driven cases share it instead of migrating and loading a database per case.
+    """
+    from .data import world
+
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("world") / "usmis.db"
+        shutil.copyfile(_templates["sqlite"], path)
+        url = f"sqlite:///{path}"
+        name = ""
+    else:
+        name = f"usmis_w_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_templates["postgresql"]}"'))
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    eng = make_engine(url)
+    st = Store(eng)
+    for res in world():
+        st.add(res)
+    try:
+        yield st
+    finally:
+        eng.dispose()
+        if name:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()

@@ -47,7 +47,7 @@ def telecom_value(system: str | None, value: str) -> str:
     if system in ("phone", "fax", "sms", "pager"):
         d = phone_digits(value)
         return d or value.strip()
-    if system == "email":
+    if system == "email" or (system is None and "@" in value):
         return value.strip().lower()
     d = phone_digits(value)
     # an untyped contact point that looks like a phone number normalises like one
