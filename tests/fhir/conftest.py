@@ -63,3 +63,42 @@ def make_observation(patient_id: str, code: str = "8867-4", value: float = 72.0)
         "valueQuantity": {"value": value, "unit": "/min", "system": "http://unitsofmeasure.org",
                           "code": "/min"},
     }
+
+
+class LiveServer:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.token = token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def live_server(settings: Settings, admin_token: str) -> Iterator[LiveServer]:
+    """A real uvicorn server on a free 127.0.0.1 port (in a thread), real sockets."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", admin_token)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -262,9 +262,14 @@ async def validate_type(rtype: str, request: Request, access: AccessContext = AC
 
 @router.post("/{rtype}/_search")
 async def search_post(rtype: str, request: Request, access: AccessContext = ACCESS) -> Response:
-    form = await request.form()
-    params = [*request.query_params.multi_items()]
-    params += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    # application/x-www-form-urlencoded (R4 http.html#search); parsed here, not with
+    # python-multipart, which this service does not otherwise need.
+    raw = await request.body()
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True) if raw.strip() else []
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the search form body is not valid url-encoded text") from None
+    params = [*request.query_params.multi_items(), *form]
     return await run_in_threadpool(_search, request, access, rtype, params)
 
 

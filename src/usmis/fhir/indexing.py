@@ -1,8 +1,10 @@
-"""The store's calls into search (``usmis.fhir.search``, owned by the search engineer).
+"""The store's calls into search (``usmis.fhir.search``, owned by the search engineer)
+and into the access package's write hooks, in one place.
 
-Looked up at call time so the store works (create/read/update/history, no search) in a
-tree where search has not landed yet; once it has, every write indexes in the same
-transaction.  The API is the one documented in docs/fhir-search.md.
+Index rows are written in the same transaction as the resource (docs/fhir-search.md);
+``usmis.access.care.on_write`` projects care relationships and consents into the
+policy's tables, also in the same transaction (docs/access.md).  The access hooks are
+looked up at call time so the store works in a tree where they have not landed.
 """
 
 from __future__ import annotations
@@ -14,22 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from usmis.kit.errors import BadRequest
+from usmis.fhir import search as _search
 
 BlindIndex = Callable[[str], str]
-
-
-@cache
-def _search_module() -> Any:
-    try:
-        return importlib.import_module("usmis.fhir.search")
-    except ImportError:
-        return None
-
-
-def _fn(name: str) -> Any:
-    mod = _search_module()
-    return getattr(mod, name, None) if mod is not None else None
+search = _search.search
+delete_index = _search.delete_index
 
 
 def write_index_many(
@@ -39,27 +30,37 @@ def write_index_many(
     *,
     replace: bool,
 ) -> None:
-    fn = _fn("write_index_many")
-    if fn is not None:
-        fn(conn, list(items), hmac, replace=replace)
-
-
-def delete_index(conn: Connection, resource_type: str, resource_id: str) -> None:
-    fn = _fn("delete_index")
-    if fn is not None:
-        fn(conn, resource_type, resource_id)
-
-
-def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], **kw: Any) -> Any:
-    fn = _fn("search")
-    if fn is None:
-        raise BadRequest("search is not available in this build", expression=[resource_type])
-    return fn(conn, resource_type, params, **kw)
+    _search.write_index_many(conn, items, hmac, replace=replace)
 
 
 def searchable_params(resource_type: str) -> dict[str, Any]:
-    fn = _fn("searchable_params")
-    if fn is None:
-        return {}
-    result: dict[str, Any] = fn(resource_type)
-    return result
+    return dict(_search.searchable_params(resource_type))
+
+
+@cache
+def _access_fn(module: str, name: str) -> Callable[..., Any] | None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    fn = getattr(mod, name, None)
+    return fn if callable(fn) else None
+
+
+def classify(resource: dict[str, Any]) -> str | None:
+    """The consent category of a resource (``usmis.access.sensitivity.classify``)."""
+    fn = _access_fn("usmis.access.sensitivity", "classify")
+    return fn(resource) if fn is not None else None
+
+
+def on_write(
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    patient_id: str | None,
+    resource: dict[str, Any] | None,
+) -> None:
+    """Tell the policy about a write (None = deleted): care relationships, consents."""
+    fn = _access_fn("usmis.access.care", "on_write")
+    if fn is not None:
+        fn(conn, resource_type, resource_id, patient_id, resource)

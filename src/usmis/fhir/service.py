@@ -9,11 +9,10 @@ before it reaches SQL and opened after; every action goes through the access con
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache, partial
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -69,17 +68,6 @@ class StoredVersion:
     deleted: bool
     body: bytes | None
     meta: RowMeta
-
-
-@cache
-def _classifier() -> Callable[[dict[str, Any]], str | None] | None:
-    """``usmis.access.sensitivity.classify`` when the access package provides it."""
-    try:
-        mod = importlib.import_module("usmis.access.sensitivity")
-    except ImportError:
-        return None
-    fn = getattr(mod, "classify", None)
-    return fn if callable(fn) else None
 
 
 def parse_etag(value: str | None) -> int | None:
@@ -138,7 +126,6 @@ class FhirService:
         meta["lastUpdated"] = model.instant(ts)
         res["meta"] = meta
         sealed = self.keys.seal(orjson.dumps(res), f"{rtype}/{rid}".encode())
-        classify = _classifier()
         return {
             "resource_type": rtype,
             "id": rid,
@@ -148,7 +135,7 @@ class FhirService:
             "patient_id": model.compartment_patient(res),
             "source_id": self.access.source_id or model.source_of(res),
             "author_org": self.access.author_org,
-            "sensitivity": classify(res) if classify is not None else None,
+            "sensitivity": indexing.classify(res),
             "kek_id": sealed.kek_id,
             "dek": sealed.dek,
             "body": sealed.ciphertext,
@@ -305,6 +292,7 @@ class FhirService:
         row = self._seal(res, 1, ts)
         repo.insert_current(self.conn, [row])
         indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=False)
+        indexing.on_write(self.conn, rtype, res["id"], row["patient_id"], res)
         self.access.record(self.conn, "create", rtype, [self._meta(row)])
         return WriteResult(res, True, 201, 1, ts)
 
@@ -336,6 +324,7 @@ class FhirService:
             row = self._seal(res, 1, ts)
             repo.insert_current(self.conn, [row])
             indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=False)
+            indexing.on_write(self.conn, rtype, rid, row["patient_id"], res)
             self.access.record(self.conn, "create", rtype, [self._meta(row)])
             return WriteResult(res, True, 201, 1, ts)
         self.access.authorize("update", rtype, self._meta(current))
@@ -351,6 +340,7 @@ class FhirService:
         if not repo.replace_current(self.conn, row, current.version_id):
             raise Conflict("the resource was changed concurrently; retry")
         indexing.write_index_many(self.conn, [(rtype, res)], self.hmac, replace=True)
+        indexing.on_write(self.conn, rtype, rid, row["patient_id"], res)
         self.access.record(self.conn, "update", rtype, [self._meta(row)])
         return WriteResult(res, bool(current.deleted), 201 if current.deleted else 200, vid, ts)
 
@@ -432,6 +422,7 @@ class FhirService:
         if not repo.replace_current(self.conn, row, current.version_id):
             raise Conflict("the resource was changed concurrently; retry")
         indexing.delete_index(self.conn, resource_type, rid)
+        indexing.on_write(self.conn, resource_type, rid, current.patient_id, None)
         self.access.record(self.conn, "delete", resource_type, [meta])
         stub = {"resourceType": resource_type, "id": rid}
         return WriteResult(stub, False, 200, vid, ts)
@@ -531,6 +522,8 @@ class FhirService:
         indexing.write_index_many(
             self.conn, [(r["resourceType"], r) for r in items], self.hmac, replace=False
         )
+        for res, row in zip(items, rows, strict=True):
+            indexing.on_write(self.conn, res["resourceType"], res["id"], row["patient_id"], res)
         self.access.record(
             self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
         )
