@@ -43,16 +43,24 @@ def test_paging_is_complete_ordered_and_reversible(store: Store) -> None:
     for i in range(23):
         store.add(_obs(i, value=float(i % 5), date=f"2024-01-{(i % 9) + 1:02d}"))
     store.add(_obs(99))  # no value, no date: sorts last either way
-    for query in ("_count=5", "_count=4&_sort=-value-quantity", "_count=3&_sort=date,-_id",
-                  "_count=7&_sort=-date,value-quantity", "_count=5&_sort=-_lastUpdated"):  # fmt: skip
+    queries = [
+        "_count=5",
+        "_count=4&_sort=-value-quantity",
+        "_count=3&_sort=date,-_id",
+        "_count=7&_sort=-date,value-quantity",
+        "_count=5&_sort=-_lastUpdated",
+    ]
+    for query in queries:
         walked = _walk(store, "Observation", query)
         full = store.search("Observation", query.split("&", 1)[-1] + "&_count=100").ids
         assert walked == full, query
-        assert len(walked) == 24 and len(set(walked)) == 24
+        assert len(walked) == 24
+        assert len(set(walked)) == 24
         assert walked[-1] == "o099" or "_lastUpdated" in query or "_id" in query
     # ascending by value, missing values last; ties broken by id
     ids = store.search("Observation", "_sort=value-quantity&_count=100").ids
-    assert ids[:5] == ["o000", "o005", "o010", "o015", "o020"] and ids[-1] == "o099"
+    assert ids[:5] == ["o000", "o005", "o010", "o015", "o020"]
+    assert ids[-1] == "o099"
     # previous links walk back exactly
     r1 = store.search("Observation", "_count=5&_sort=-value-quantity")
     r2 = store.search("Observation", _next(r1.next_link or ""))
@@ -60,8 +68,10 @@ def test_paging_is_complete_ordered_and_reversible(store: Store) -> None:
     back = store.search("Observation", _next(r3.previous_link or ""))
     assert back.ids == r2.ids
     back = store.search("Observation", _next(back.previous_link or ""))
-    assert back.ids == r1.ids and back.previous_link is None
-    assert r1.previous_link is None and r1.total == 24
+    assert back.ids == r1.ids
+    assert back.previous_link is None
+    assert r1.previous_link is None
+    assert r1.total == 24
 
 
 def test_pages_are_stable_under_inserts_and_deletes(store: Store) -> None:
@@ -77,13 +87,18 @@ def test_pages_are_stable_under_inserts_and_deletes(store: Store) -> None:
 
 def test_total_summary_and_elements(world_store: Store) -> None:
     r = world_store.search("Observation", "_summary=count")
-    assert r.total == 4 and r.ids == [] and r.summary == "count"
+    assert r.total == 4
+    assert r.ids == []
+    assert r.summary == "count"
     r = world_store.search("Observation", "_count=0")
-    assert r.total == 4 and r.ids == []
+    assert r.total == 4
+    assert r.ids == []
     r = world_store.search("Observation", "_total=none&_count=2")
-    assert r.total is None and len(r.ids) == 2
+    assert r.total is None
+    assert len(r.ids) == 2
     r = world_store.search("Observation", "_elements=code,status&_summary=data")
-    assert r.elements == ["code", "status"] and r.summary == "data"
+    assert r.elements == ["code", "status"]
+    assert r.summary == "data"
     assert r.self_link.startswith(f"{BASE}/Observation?_elements=")
 
 
@@ -130,25 +145,29 @@ def test_restriction_applies_to_matches_totals_and_includes(store: Store) -> Non
         return t.c.source_id == "s1"
 
     r = store.search("Observation", "_include=Observation:patient", restrict=only_s1)
-    assert r.ids == ["o001"] and r.total == 1 and r.includes == [("Patient", "p1")]
+    assert r.ids == ["o001"]
+    assert r.total == 1
+    assert r.includes == [("Patient", "p1")]
     r = store.search("Patient", "_summary=count", restrict=only_s1)
     assert r.total == 1
     # chained and _has targets are restricted too when restrict is a callable
-    assert store.ids("Patient", "_has:Observation:patient:code=1234-5", restrict=only_s1) == {
-        "p1"
-    }
+    assert store.ids("Patient", "_has:Observation:patient:code=1234-5", restrict=only_s1) == {"p1"}
     assert store.ids("Observation", "patient.gender=female", restrict=only_s1) == {"o001"}
     # a plain expression over the resource table restricts matches, totals and includes
     r = store.search("Observation", "_include=Observation:patient", restrict=R.c.source_id == "s2")
-    assert r.ids == ["o002"] and r.total == 1 and r.includes == [("Patient", "p2")]
+    assert r.ids == ["o002"]
+    assert r.total == 1
+    assert r.includes == [("Patient", "p2")]
 
 
 def test_unknown_parameter_strict_and_lenient(world_store: Store) -> None:
     with pytest.raises(BadRequest) as err:
         world_store.search("Patient", "gender=male&colour=blue")
-    assert err.value.expression == ["colour"] and "colour" in err.value.message
+    assert err.value.expression == ["colour"]
+    assert "colour" in err.value.message
     r = world_store.search("Patient", "gender=male&colour=blue", strict=False)
-    assert r.ids == ["pB"] and any("colour" in w for w in r.warnings)
+    assert r.ids == ["pB"]
+    assert any("colour" in w for w in r.warnings)
 
 
 def test_errors_never_echo_values(world_store: Store) -> None:
