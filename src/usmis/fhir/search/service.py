@@ -208,6 +208,8 @@ def _link(base_url: str, rtype: str, params: list[tuple[str, str]]) -> str:
 def _parse(rtype: str, params: list[tuple[str, str]], b: Builder) -> _Request:
     req = _Request([], DEFAULT_COUNT, [], "accurate", None, None, [], [], None)
     for name, value in params:
+        if "\x00" in name or "\x00" in value:
+            raise bad("search parameters must not contain NUL characters", name.replace("\x00", ""))
         base = name.split(":", 1)[0]
         if base not in CONTROL:
             req.filters.append((name, value))
