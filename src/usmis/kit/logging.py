@@ -21,9 +21,22 @@ def configure(level: str = "INFO", json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_CurrentStderrLogger,
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderrLogger:
+    """Writes to whatever ``sys.stderr`` is *now* (test runners and servers swap it)."""
+
+    def __init__(self, *_args: object) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
