@@ -138,3 +138,40 @@ def test_a40_merge_marks_the_merged_patient_and_is_recorded(
         merge = c.execute(select(t.merge)).one()._mapping
     assert (merge["survivor_patient"], merge["merged_patient"]) == (
         patients["P100"]["id"], patients["P099"]["id"])
+
+
+def test_file_with_bad_rows_stores_the_good_ones_and_dead_letters_the_rest(
+    engine: Engine, settings: Settings, tmp_path: Any
+) -> None:
+    from usmis.ingest import sources
+    from usmis.ingest.channels.files import load_file
+
+    from .test_file_mapping import _file, euro_row
+
+    with transaction(engine) as conn:
+        sources.add_source(conn, source_id="pharm_europharma", name="Europharma", kind="pharmacy",
+                           channels=["file"], formats=["csv"])
+        src = sources.get(conn, "pharm_europharma")
+    path = tmp_path / "pharm_europharma.csv"
+    path.write_bytes(_file(
+        euro_row(),
+        euro_row(ID_ОТПУСКА="D2", ДАТА_ОТПУСКА="31.02.20X4"),
+        euro_row(ID_ОТПУСКА="D3", КАРТА_ПАЦИЕНТА="K78"),
+        euro_row(ID_ОТПУСКА="D1", СТАТУС="corrected", КОЛ_ВО="30"),  # a later correction
+    ))
+    receipt = load_file(engine, settings, src, path)
+    assert (receipt.records, receipt.new) == (4, 4)
+    assert load_file(engine, settings, src, path).new == 0  # the same file again: nothing new
+    result = Pipeline(settings, engine).drain()
+    assert (result.done, result.dead) == (3, 1)
+    assert _count(engine, "Patient") == 2
+    dispenses = {d["identifier"][0]["value"]: d for d in
+                 _resources(engine, settings, "MedicationDispense")}
+    assert sorted(dispenses) == ["D1", "D3"]
+    assert dispenses["D1"]["quantity"]["value"] == 30
+    with engine.connect() as conn:
+        (dl,) = deadletters.list_letters(conn)
+        shown = deadletters.show(conn, settings, dl["id"])
+    assert (dl["rule"], dl["field"], dl["message_id"]) == (
+        "date-format", "ДАТА_ОТПУСКА", "pharm_europharma.csv:3")
+    assert "31.02.20X4" in shown["content"]

@@ -164,6 +164,10 @@ def insert_file(
     return int(res.scalar_one()), True
 
 
+def set_file_rows(conn: Connection, file_id: int, rows: int) -> None:
+    conn.execute(update(t.file).where(t.file.c.id == file_id).values(rows=rows))
+
+
 def file_header(conn: Connection, file_id: int) -> list[str] | None:
     row = conn.execute(select(t.file.c.header).where(t.file.c.id == file_id)).first()
     return list(row[0]) if row and row[0] is not None else None

@@ -36,7 +36,10 @@ key, and empty objects/lists are pruned, so optional columns need no special syn
 
 Transforms: required, date, datetime, number, int, bool, upper, lower, strip, trim,
 map:<name>, word:<n> (n-th word, 0-based), words:<n> (words from n on), default:<text>,
-eq:<text>, ne:<text>, nonempty, month (YYYY-MM → first day), prefix:<text>, lstrip0.
+eq:<text>, ne:<text>, nonempty, choose:<a>:<b> (a if there is a value, else b),
+month (YYYY-MM → first day), prefix:<text>, lstrip0.
+``mode = "create"`` on a resource makes it a conditional create (``ifNoneExist``): for
+records a row only mentions (the patient of a claim), so each row does not rewrite them.
 A failing transform rejects the row with rule, column and reason.
 """
 
@@ -78,6 +81,7 @@ class ResourceRule:
     body: dict[str, Any]
     when: str | None = None
     required: bool = False
+    mode: str = "put"  # put: the row is the record's state; create: only ensure it exists
 
 
 @dataclass
@@ -146,7 +150,7 @@ def parse_mapping(doc: dict[str, Any], source_id: str) -> FileMapping:
         m.resources.append(ResourceRule(
             name=r.get("name", f"r{i}"), type=r["type"], kind=r.get("kind", r["type"].lower()),
             key=r["key"], body=r.get("body", {}), when=r.get("when"),
-            required=bool(r.get("required", False)),
+            required=bool(r.get("required", False)), mode=r.get("mode", "put"),
         ))
     return m
 
@@ -154,38 +158,38 @@ def parse_mapping(doc: dict[str, Any], source_id: str) -> FileMapping:
 # --- splitting a file into rows ------------------------------------------------------------
 
 
-def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[bytes]]:
-    """(header, raw data rows).  Rows stay bytes so a badly encoded row fails alone."""
+def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[tuple[int, bytes]]]:
+    """(header, [(line number, raw row)]).  Rows stay bytes so a badly encoded row fails
+    alone; line numbers are 1-based physical lines (the header is line 1)."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if m.format == "json":
+    if m.format == "json" and data.lstrip()[:1] == b"[":
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
             doc = None
         if isinstance(doc, list):
-            return None, [orjson.dumps(x) for x in doc]
-        # not a JSON array: treat as one record per line
-    lines = data.split(b"\n")
-    rows: list[bytes] = []
-    pending: bytes | None = None
-    for line in lines:
+            return None, [(i + 1, orjson.dumps(x)) for i, x in enumerate(doc)]
+    rows: list[tuple[int, bytes]] = []
+    pending: tuple[int, bytes] | None = None
+    for n, line in enumerate(data.split(b"\n"), start=1):
         line = line.rstrip(b"\r")
+        start = n
         if pending is not None:
-            line = pending + b"\n" + line
+            start, line = pending[0], pending[1] + b"\n" + line
             pending = None
         if m.format in {"csv", "tsv"} and line.count(b'"') % 2 == 1:
-            pending = line  # a quoted field continues on the next line
+            pending = (start, line)  # a quoted field continues on the next line
             continue
         if line.strip():
-            rows.append(line)
-    if pending is not None and pending.strip():
+            rows.append((start, line))
+    if pending is not None and pending[1].strip():
         rows.append(pending)
     if m.format in {"ndjson", "json"}:
         return None, rows
     if not rows:
         return [], []
-    header_text = rows[0].decode(m.encoding, errors="replace")
+    header_text = rows[0][1].decode(m.encoding, errors="replace")
     header = next(csv.reader([header_text], delimiter=m.delimiter))
     return [h.strip() for h in header], rows[1:]
 
@@ -231,6 +235,9 @@ class _Row:
             return arg if empty else v
         if name == "nonempty":
             return not empty
+        if name == "choose":  # choose:A:B → A when there is a value, else B
+            a, _, b = arg.partition(":")
+            return b if empty else a
         if name == "eq":
             return str(v) == arg
         if name == "ne":
@@ -412,7 +419,11 @@ def map_row(raw: bytes, header: list[str] | None, m: FileMapping, source_id: str
         identifiers = [ident] + [i for i in body.pop("identifier", []) if i != ident]
         resource = {"resourceType": r.type, "identifier": identifiers, **body,
                     "meta": {"source": source_uri(source_id)}}
-        entries.append(put_entry(resource, system, key))
+        entry = put_entry(resource, system, key)
+        if r.mode == "create":
+            rtype, _, query = entry["request"]["url"].partition("?")
+            entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
+        entries.append(entry)
     if not entries:
         raise Reject("empty", "row", "the row makes no resource")
     iin = None

@@ -1,0 +1,153 @@
+"""The declarative file-mapping engine (pure) and the packaged mapping of every file source."""
+
+from __future__ import annotations
+
+import pytest
+
+from usmis.ingest.mapping import files
+from usmis.ingest.mapping.common import IIN_SYSTEM, Reject
+
+from .factories import make_iin
+
+EURO_HEADER = ("ID_ОТПУСКА;БИН_АПТЕКИ;КАРТА_ПАЦИЕНТА;ИИН;ФИО;ДАТА_РОЖДЕНИЯ;ПОЛ;ИСТОЧНИК_РЕЦЕПТА;"
+               "НОМЕР_РЕЦЕПТА;ВРАЧ;КОД_АТХ;ПРЕПАРАТ;КОЛ_ВО;ДНЕЙ;ДАТА_ОТПУСКА;ЦЕНА;СУММА;СТАТУС")
+
+
+def euro_row(**over: str) -> str:
+    values = {
+        "ID_ОТПУСКА": "D1", "БИН_АПТЕКИ": "990340000123", "КАРТА_ПАЦИЕНТА": "K77",
+        "ИИН": make_iin(), "ФИО": "Тестова Анна Ивановна", "ДАТА_РОЖДЕНИЯ": "02.02.1990",
+        "ПОЛ": "ж", "ИСТОЧНИК_РЕЦЕПТА": "ehr_damumed", "НОМЕР_РЕЦЕПТА": "RX1", "ВРАЧ": "PR1",
+        "КОД_АТХ": "A10BA02", "ПРЕПАРАТ": "Метформин", "КОЛ_ВО": "60", "ДНЕЙ": "30",
+        "ДАТА_ОТПУСКА": "05.03.2024", "ЦЕНА": "12,50", "СУММА": "750,00", "СТАТУС": "dispensed",
+    }
+    values.update(over)
+    return ";".join(values[c] for c in EURO_HEADER.split(";"))
+
+
+def _file(*rows: str) -> bytes:
+    return "\r\n".join([EURO_HEADER, *rows]).encode("cp1251") + b"\r\n"
+
+
+def test_every_packaged_mapping_loads() -> None:
+    names = sorted(p.stem for p in files.SOURCES_DIR.glob("*.toml"))
+    assert len(names) >= 18
+    for name in names:
+        m = files.load_mapping(name)
+        assert m.resources, name
+
+
+def test_cp1251_csv_row_maps_to_patient_and_dispense() -> None:
+    m = files.load_mapping("pharm_europharma")
+    header, rows = files.split_file(_file(euro_row()), m)
+    assert header is not None
+    assert [n for n, _ in rows] == [2]
+    out = files.map_row(rows[0][1], header, m, "pharm_europharma")
+    by_type = {e["resource"]["resourceType"]: e for e in out.bundle["entry"]}
+    patient, dispense = by_type["Patient"], by_type["MedicationDispense"]
+    assert patient["request"]["method"] == "POST"  # mode = create: a mention, not the master
+    assert patient["resource"]["gender"] == "female"
+    assert patient["resource"]["birthDate"] == "1990-02-02"
+    assert patient["resource"]["name"][0]["family"] == "Тестова"
+    assert {"use": "official", "system": IIN_SYSTEM, "value": make_iin()} in patient[
+        "resource"]["identifier"]
+    d = dispense["resource"]
+    assert dispense["request"]["url"].startswith(
+        "MedicationDispense?identifier=https://usmis.kz/sid/source/pharm_europharma/dispense|")
+    assert d["subject"] == {"reference": patient["fullUrl"]}
+    assert d["quantity"] == {"value": 60}
+    assert d["whenHandedOver"] == "2024-03-05"
+    assert d["authorizingPrescription"][0]["identifier"]["system"] == (
+        "https://usmis.kz/sid/source/ehr_damumed/prescription")
+    price = next(x for x in d["extension"] if x["url"].endswith("unit-price"))
+    assert price["valueMoney"]["value"] == 12.5
+    assert out.iin_status == "valid"
+    assert out.message_id == "D1"
+
+
+def test_empty_optional_columns_drop_their_elements() -> None:
+    m = files.load_mapping("pharm_europharma")
+    header, rows = files.split_file(_file(euro_row(ИИН="", ДНЕЙ="")), m)
+    out = files.map_row(rows[0][1], header, m, "pharm_europharma")
+    patient = out.bundle["entry"][0]["resource"]
+    assert all(i["system"] != IIN_SYSTEM for i in patient["identifier"])
+    assert "daysSupply" not in out.bundle["entry"][1]["resource"]
+    assert out.iin_status == "missing"
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule", "field"),
+    [
+        (euro_row(ДАТА_ОТПУСКА="31.02.20X4").encode("cp1251"), "date-format", "ДАТА_ОТПУСКА"),
+        (euro_row(ПОЛ="x").encode("cp1251"), "code", "ПОЛ"),
+        (euro_row(КОЛ_ВО="много").encode("cp1251"), "number-format", "КОЛ_ВО"),
+        (euro_row(КОД_АТХ="").encode("cp1251"), "required", "КОД_АТХ"),
+        (";".join(euro_row().split(";")[:-3]).encode("cp1251"), "column-count", "row"),
+        (euro_row().encode("cp1251").replace(b"K77", b"\x98\x98"), "encoding", "row"),
+    ],
+)
+def test_bad_rows_are_rejected_with_rule_and_column(raw: bytes, rule: str, field: str) -> None:
+    m = files.load_mapping("pharm_europharma")
+    with pytest.raises(Reject) as err:
+        files.map_row(raw, EURO_HEADER.split(";"), m, "pharm_europharma")
+    assert (err.value.rule, err.value.field) == (rule, field)
+
+
+def test_personal_columns_never_show_their_values() -> None:
+    m = files.load_mapping("pharm_europharma")
+    with pytest.raises(Reject) as err:
+        files.map_row(euro_row(ДАТА_РОЖДЕНИЯ="99.99.1990").encode("cp1251"),
+                      EURO_HEADER.split(";"), m, "pharm_europharma")
+    assert "1990" not in str(err.value)
+    with pytest.raises(Reject) as err:
+        files.map_row(euro_row(ДАТА_ОТПУСКА="99.99.2024").encode("cp1251"),
+                      EURO_HEADER.split(";"), m, "pharm_europharma")
+    assert "99.99.2024" in str(err.value)  # not personal: the operator sees the value
+
+
+def test_ndjson_and_quoted_multiline_csv_are_split_into_records() -> None:
+    m = files.parse_mapping({"read": {"format": "csv"}, "resource": [
+        {"type": "Organization", "key": "$id", "body": {"name": "$name"}}]}, "x")
+    header, rows = files.split_file(b'id,name\n1,"two\nlines"\n2,plain\n', m)
+    assert header == ["id", "name"]
+    assert [n for n, _ in rows] == [2, 4]
+    out = files.map_row(rows[0][1], header, m, "x")
+    assert out.bundle["entry"][0]["resource"]["name"] == "two\nlines"
+    nd = files.parse_mapping({"read": {"format": "ndjson"}, "resource": [
+        {"type": "Organization", "key": "$id", "body": {"name": "$name"}}]}, "x")
+    _, rows = files.split_file(b'{"id": "a", "name": "A"}\n\n{"id": "b"}\n', nd)
+    assert [n for n, _ in rows] == [1, 3]
+
+
+def test_a_new_source_is_one_mapping_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "clinic_new.toml"
+    path.write_text('''
+[read]
+format = "csv"
+delimiter = "|"
+date_formats = ["%m/%d/%Y"]
+[row]
+id = "$visit"
+[maps.kind]
+"amb" = "AMB"
+[[resource]]
+name = "p"
+type = "Patient"
+key = "$pat"
+mode = "create"
+[[resource]]
+type = "Encounter"
+kind = "encounter"
+key = "$visit"
+[resource.body]
+status = "finished"
+class = { system = "http://terminology.hl7.org/CodeSystem/v3-ActCode", code = "$kind|map:kind" }
+subject = "@p"
+period = { start = "$day|date" }
+''', encoding="utf-8")
+    m = files.load_mapping(str(path), "clinic_new")
+    header, rows = files.split_file(b"visit|pat|kind|day\nV1|P1|amb|03/15/2024\n", m)
+    out = files.map_row(rows[0][1], header, m, "clinic_new")
+    enc = out.bundle["entry"][1]["resource"]
+    assert enc["period"] == {"start": "2024-03-15"}
+    assert enc["class"]["code"] == "AMB"
