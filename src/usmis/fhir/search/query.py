@@ -47,7 +47,7 @@ from usmis.fhir.search.registry import SearchParam, searchable_params
 from usmis.fhir.search.tables import INDEX_TABLES
 from usmis.kit.errors import BadRequest
 
-Restrict = ColumnElement[bool] | Callable[[FromClause], ColumnElement[bool]] | None
+Restrict = ColumnElement[bool] | Callable[[FromClause], ColumnElement[bool] | None] | None
 
 # Result-shaping parameters (handled by the service, not filters).
 CONTROL = frozenset(
@@ -173,21 +173,23 @@ class Builder:
         out: list[ColumnElement[bool]] = [r.c[self.src.type_col] == rtype]
         if self.src.deleted_col:
             out.append(r.c[self.src.deleted_col] == false())
-        if self.restrict is not None:
-            if callable(self.restrict):
-                out.append(self.restrict(r))
-            elif main:
-                out.append(self.restrict)
+        if main or callable(self.restrict):
+            out += self.restriction(r)
         return out
+
+    def restriction(self, r: FromClause) -> list[ColumnElement[bool]]:
+        """The access restriction on ``r`` (a callable may return None: no restriction)."""
+        if self.restrict is None:
+            return []
+        c = self.restrict(r) if callable(self.restrict) else self.restrict
+        return [] if c is None else [c]
 
     def visible(self, r: FromClause) -> list[ColumnElement[bool]]:
         """Not deleted and allowed, for any type (includes); ``r`` is the source table."""
         out: list[ColumnElement[bool]] = []
         if self.src.deleted_col:
             out.append(r.c[self.src.deleted_col] == false())
-        if self.restrict is not None:
-            out.append(self.restrict(r) if callable(self.restrict) else self.restrict)
-        return out
+        return out + self.restriction(r)
 
     def ignore(self, message: str, name: str) -> None:
         if self.strict:

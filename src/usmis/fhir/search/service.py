@@ -97,9 +97,9 @@ def search(
     )
     link_params = [(k, v) for k, v in params if k != "_cursor"]
     result.self_link = _link(base_url, resource_type, params)
-    if req.total != "none" or req.summary == "count" or req.count == 0:
-        result.total = conn.execute(select(func.count()).select_from(r).where(*where)).scalar_one()
+    count_stmt = select(func.count()).select_from(r).where(*where)
     if req.summary == "count" or req.count == 0:
+        result.total = conn.execute(count_stmt).scalar_one()
         return result
 
     keys = [(b.sort_expr(resource_type, k, d, r), d) for k, d in req.sort]
@@ -131,6 +131,11 @@ def search(
             result.previous_link = _link(
                 base_url, resource_type, link_params + [("_cursor", _cursor("b", first))]
             )
+    if req.total != "none":
+        if after is None and not more:
+            result.total = len(rows)  # the first page holds everything: no COUNT needed
+        else:
+            result.total = conn.execute(count_stmt).scalar_one()
     if req.includes or req.revincludes:
         result.includes = _includes(conn, b, resource_type, result.ids, req)
     return result
