@@ -16,6 +16,7 @@ from mimesis import Locale, Person
 from usmis.mpi.iin import iin_check_digit
 
 IIN = "https://usmis.kz/sid/iin"
+OPERATORS = ["701", "702", "705", "747", "777"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def population(n: int, seed: int = 7) -> list[Citizen]:
                 iin=make_iin(rng, birth, sex),
                 family=gen.last_name(),
                 given=gen.first_name(),
-                phone=f"+7{rng.choice(['701', '702', '705', '747', '777'])}{rng.randrange(10**7):07d}",
+                phone=f"+7{rng.choice(OPERATORS)}{rng.randrange(10**7):07d}",
                 birth=birth,
                 sex=sex,
             )
