@@ -209,8 +209,13 @@ def link_batch(
     thresholds: fs.Thresholds | None = None,
     max_block: int = 200,
     seed: int = 0,
+    source_merges: Sequence[tuple[str, str]] = (),
 ) -> BatchResult:
-    """Block, compare, train (unless a model is given), score and cluster."""
+    """Block, compare, train (unless a model is given), score and cluster.
+
+    ``source_merges``: pairs of record keys a source said are one person (HL7 A40); they
+    are linked like deterministic pairs.
+    """
     pairs = candidate_pairs(records, max_block=max_block)
     gammas, det = compare_pairs(records, pairs)
     if model is None:
@@ -218,5 +223,15 @@ def link_batch(
     elif thresholds is not None:
         model.thresholds = thresholds
     weights = pair_weights(model, gammas, det)
+    if source_merges:
+        index = {r.key: i for i, r in enumerate(records)}
+        forced = [
+            (min(index[a], index[b]), max(index[a], index[b]))
+            for a, b in source_merges
+            if a in index and b in index and a != b
+        ]
+        if forced:
+            pairs = np.concatenate([pairs, np.asarray(forced, dtype=np.int64)])
+            weights = np.concatenate([weights, np.full(len(forced), DETERMINISTIC)])
     clustering = cluster(records, pairs, weights, model.thresholds)
     return BatchResult(model, clustering, len(pairs), int(det.sum()))

@@ -251,8 +251,10 @@ def links_by_method(conn: Connection) -> dict[str, int]:
     return {r[0]: int(r[1]) for r in rows}
 
 
-def all_links(conn: Connection) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in conn.execute(select(link.c.patient_id, link.c.person_key))]
+def all_links(conn: Connection) -> list[tuple[str, str, str]]:
+    """(patient id, person key, method) of every link."""
+    stmt = select(link.c.patient_id, link.c.person_key, link.c.method)
+    return [(r[0], r[1], r[2]) for r in conn.execute(stmt)]
 
 
 def clear_index(conn: Connection) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -268,15 +268,29 @@ def load_patient(conn: Connection, settings: Settings, patient_id: str) -> dict[
     return FhirService(conn, keyring(settings)).read("Patient", patient_id)
 
 
-def _asserted_person(conn: Connection, resource: dict[str, Any]) -> str | None:
-    """The person of a Patient this one says it is (``Patient.link`` replaced-by/refer/seealso)."""
+def _linked_patients(conn: Connection, settings: Settings, resource: dict[str, Any]) -> list[str]:
+    """Stored Patients this one says are the same person (FHIR ``Patient.link`` of type
+    replaces / replaced-by / refer / seealso, by reference or by identifier — the HL7 A40
+    mapping names the merged record by its source identifier)."""
+    from usmis.fhir.service import FhirService
+
+    out: list[str] = []
     for ln in resource.get("link") or []:
-        ref = str((ln.get("other") or {}).get("reference") or "")
-        if ln.get("type") in ("replaced-by", "refer", "seealso") and ref.startswith("Patient/"):
-            row = repo.get_link(conn, ref.removeprefix("Patient/"))
-            if row is not None:
-                return str(row.person_key)
-    return None
+        if not isinstance(ln, dict) or ln.get("type") not in (
+            "replaces", "replaced-by", "refer", "seealso",
+        ):  # fmt: skip
+            continue
+        other = ln.get("other") or {}
+        ref = str(other.get("reference") or "")
+        if ref.startswith("Patient/"):
+            out.append(ref.removeprefix("Patient/"))
+            continue
+        ident = other.get("identifier") or {}
+        system, value = ident.get("system"), ident.get("value")
+        if system and value:
+            svc = FhirService(conn, keyring(settings))
+            out.extend(svc.search_ids("Patient", f"identifier={system}|{value}", limit=5))
+    return [p for p in out if p != resource.get("id")]
 
 
 def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -> str:
@@ -284,12 +298,22 @@ def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -
 
     Called by ingest after it stores each Patient, in the same transaction.  Idempotent:
     calling it again for a linked Patient refreshes its match profile and keeps the link.
+    A ``Patient.link`` to another stored Patient (HL7 A40 merge, FHIR replaces/seealso) is
+    the source's own assertion that both are one person: the persons are merged.
     """
     resource = load_patient(conn, settings, patient_id)
     record = record_from_patient(patient_id, resource)
-    outcome = link_record(conn, settings, record, prefer_person=_asserted_person(conn, resource))
-    log.info("mpi.linked", patient=patient_id, person=outcome.person_key, method=outcome.method)
-    return outcome.person_key
+    asserted = [p for p in _linked_patients(conn, settings, resource) if person_of(conn, p)]
+    prefer = person_of(conn, asserted[0]) if asserted else None
+    outcome = link_record(conn, settings, record, prefer_person=prefer)
+    person = outcome.person_key
+    for other in asserted:
+        other_person = person_of(conn, other)
+        if other_person is not None and other_person != person:
+            apply_source_merge(conn, patient_id, other, actor=f"source:{record.source_id}")
+            person = resolve_person(conn, person)
+    log.info("mpi.linked", patient=patient_id, person=person, method=outcome.method)
+    return person
 
 
 # ---------------------------------------------------------------------------- queries
@@ -565,12 +589,29 @@ def stats(conn: Connection) -> dict[str, Any]:
     return out
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for it in items:
-        batch.append(it)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def relink_all(settings: Settings) -> dict[str, Any]:
+    """Re-cluster every source record in batch (its own transaction); a summary dict."""
+    from usmis.kit.db import make_engine, transaction
+    from usmis.mpi.relink import relink
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(engine) as conn:
+            return relink(conn, settings).as_dict()
+    finally:
+        engine.dispose()
+
+
+def evaluate(settings: Settings, nation_dir: Any) -> dict[str, Any]:
+    """The current links scored against a synthetic nation's ground truth (figures dict)."""
+    from pathlib import Path
+
+    from usmis.kit.db import make_engine, transaction
+    from usmis.mpi.nation import evaluate_links
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(engine) as conn:
+            return evaluate_links(conn, settings, Path(nation_dir))
+    finally:
+        engine.dispose()
