@@ -90,9 +90,9 @@ def _read_source(
         else:
             assert mapping is not None
             header, rows = file_mapping.split_file(data, mapping)
-            for raw in rows:
+            for _line, row in rows:
                 try:
-                    mapped = file_mapping.map_row(raw, header, mapping, sid)
+                    mapped = file_mapping.map_row(row, header, mapping, sid)
                 except (Reject, ValueError, KeyError, TypeError):
                     continue
                 for p in _patients_of_bundle(mapped.bundle):
