@@ -173,6 +173,11 @@ def file_header(conn: Connection, file_id: int) -> list[str] | None:
     return list(row[0]) if row and row[0] is not None else None
 
 
+def stored_resources(conn: Connection) -> int:
+    """Resources written by ingestion (sum over done messages)."""
+    return int(conn.execute(select(func.coalesce(func.sum(t.inbox.c.stored), 0))).scalar_one())
+
+
 # --- dead letters --------------------------------------------------------------------------
 
 

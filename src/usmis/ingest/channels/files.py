@@ -7,7 +7,7 @@
 - HL7 v2 batch files (MLLP-framed or newline-separated): one message per HL7 message,
   validated on arrival like the MLLP listener does.
 - FHIR Bundles (a JSON Bundle, or NDJSON with one Bundle per line): one message per
-  transaction Bundle; ``batch`` Bundles are split into one message per entry.
+  Bundle (see :mod:`usmis.ingest.mapping.fhir` for why a batch stays whole).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 from usmis.config import Settings
 from usmis.ingest import inbox
 from usmis.ingest import repository as repo
-from usmis.ingest.mapping import fhir as fhir_mapping
 from usmis.ingest.mapping import files as file_mapping
 from usmis.ingest.mapping import hl7v2
 from usmis.ingest.mapping.common import Reject
@@ -50,16 +49,7 @@ def records_of(source: Source, path: Path, data: bytes,
         lines = [ln for ln in data.split(b"\n") if ln.strip()] if path.suffix in {
             ".ndjson", ".jsonl"} else [data]
 
-        def bundles() -> Iterator[tuple[str, bytes]]:
-            for i, line in enumerate(lines):
-                parts = fhir_mapping.split_batch(line)
-                if parts is None:
-                    yield f"{path.name}:{i + 1}", line
-                else:
-                    for j, p in enumerate(parts):
-                        yield f"{path.name}:{i + 1}.{j + 1}", p
-
-        return fmt, None, bundles()
+        return fmt, None, ((f"{path.name}:{i + 1}", ln) for i, ln in enumerate(lines))
     mapping = file_mapping.load_mapping(source.mapping or source.id, source.id)
     header, rows = file_mapping.split_file(data, mapping)
     return mapping.format, header, ((f"{path.name}:{n}", raw) for n, raw in rows)

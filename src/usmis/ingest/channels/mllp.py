@@ -160,9 +160,9 @@ class MllpServer:
         except Reject as r:
             self.stats.refused += 1
             return hl7v2.ack(None, "AR", r)
-        source = await self._source(header.sending_app) or await self._source(
-            header.sending_facility
-        )
+        source = (await self._source(header.sending_app)
+                  or await self._source(header.sending_app.lower())
+                  or await self._source(header.sending_facility))
         why = sources.authorise_mllp(
             source, peer_ip=peer_ip, secret=header.security, cert_fingerprint=fingerprint
         )
@@ -279,3 +279,56 @@ async def run(settings: Settings, engine: Engine, *, host: str, port: int,
         await server.serve_forever()
     finally:
         await server.stop()
+
+
+class MllpSender:
+    """A blocking MLLP client that waits for the whole ACK and re-sends after a broken
+    connection (at-least-once; the inbox deduplicates identical messages)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0, retries: int = 50) -> None:
+        self.host, self.port, self.timeout, self.retries = host, port, timeout, retries
+        self._sock: Any = None
+
+    def _connect(self) -> Any:
+        import socket
+
+        if self._sock is None:
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def send(self, message: bytes) -> bytes:
+        """Send one message; return the ACK body (unframed)."""
+        frame = bytes((SB,)) + message + bytes((EB, CR))
+        for attempt in range(self.retries):
+            try:
+                sock = self._connect()
+                sock.sendall(frame)
+                buf = b""
+                while True:
+                    chunk: bytes = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError("listener closed the connection")
+                    buf += chunk
+                    end = buf.find(bytes((EB, CR)))
+                    if end >= 0:
+                        start = buf.find(bytes((SB,)))
+                        return buf[start + 1 : end]
+            except OSError:
+                self.close()
+                time.sleep(min(2.0, 0.05 * (attempt + 1)))
+        raise ConnectionError("MLLP listener unreachable")
+
+
+def ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK body."""
+    for seg in ack.split(b"\r"):
+        if seg.startswith(b"MSA|"):
+            return seg.split(b"|")[1].decode("ascii", errors="replace")
+    return ""

@@ -4,6 +4,11 @@ What a source sends is recorded as its own: ``meta.source`` is overwritten with 
 source's URI, and a source may not write into another source's identifier namespace.
 Creates of resources that carry the source's own identifier become conditional PUTs on it,
 so sending the same record twice updates rather than duplicates.
+
+A ``batch`` Bundle is stored like a transaction — whole or not at all, as one inbox message
+— because its entries refer to each other by logical identifier (``subject.identifier``);
+those references are resolved to the entry that carries the identifier, so the Encounter
+lands in its Patient's compartment.  A rejection names the failing entry.
 """
 
 from __future__ import annotations
@@ -19,31 +24,12 @@ from usmis.ingest.mapping.common import (
     SID,
     Mapped,
     Reject,
+    full_url,
     iin_status,
     source_uri,
 )
 
 _FOREIGN = f"{SID}/source/"
-
-
-def split_batch(raw: bytes) -> list[bytes] | None:
-    """A ``batch`` Bundle → one single-entry transaction per entry (each its own message,
-    so one bad entry never rejects the others); None for anything else."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not (isinstance(doc, dict) and doc.get("resourceType") == "Bundle"
-            and doc.get("type") in {"batch", "collection"} and isinstance(doc.get("entry"),
-                                                                           list)):
-        return None
-    out = []
-    for entry in doc["entry"]:
-        one: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
-        if doc.get("timestamp"):
-            one["timestamp"] = doc["timestamp"]
-        out.append(orjson.dumps(one))
-    return out
 
 
 def map_payload(raw: bytes, source_id: str) -> Mapped:
@@ -97,10 +83,13 @@ def map_payload(raw: bytes, source_id: str) -> Mapped:
             iins = [x.get("value") for x in res.get("identifier", []) if isinstance(x, dict)
                     and x.get("system") == IIN_SYSTEM]
             status = iin_status(iins[0] if iins else None)
-        new = {"resource": res, "request": req}
+        new: dict[str, Any] = {"resource": res, "request": req}
         if entry.get("fullUrl"):
             new["fullUrl"] = entry["fullUrl"]
+        elif own:
+            new["fullUrl"] = full_url(*own)
         out_entries.append(new)
+    _link_logical_references(out_entries)
     event = _instant(timestamp)
     return Mapped(bundle={"resourceType": "Bundle", "type": "transaction", "entry": out_entries},
                   event_time=event, message_id=message_id, iin_status=status)
@@ -128,3 +117,34 @@ def _instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo else None
+
+
+def _link_logical_references(entries: list[dict[str, Any]]) -> None:
+    """``{"identifier": {system, value}}`` references to another entry of the same Bundle
+    get that entry's fullUrl as ``reference`` (the identifier stays)."""
+    index: dict[tuple[str, str], str] = {}
+    for e in entries:
+        if not e.get("fullUrl"):
+            continue
+        for ident in e["resource"].get("identifier") or []:
+            if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+                index.setdefault((str(ident["system"]), str(ident["value"])), e["fullUrl"])
+    if not index:
+        return
+
+    def walk(node: Any, top: bool) -> None:
+        if isinstance(node, dict):
+            ident = node.get("identifier")
+            if not top and isinstance(ident, dict) and "reference" not in node:
+                target = index.get((str(ident.get("system")), str(ident.get("value"))))
+                if target:
+                    node["reference"] = target
+            for k, v in node.items():
+                if k != "identifier":
+                    walk(v, False)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, False)
+
+    for e in entries:
+        walk(e["resource"], True)

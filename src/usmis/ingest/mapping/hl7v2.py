@@ -21,6 +21,7 @@ from typing import Any
 import hl7
 
 from usmis.ingest.mapping.common import (
+    BIN_SYSTEM,
     ICD10,
     IIN_SYSTEM,
     LOINC,
@@ -36,6 +37,7 @@ from usmis.ingest.mapping.common import (
     transaction,
 )
 
+PRACTITIONER_SYSTEM = source_system("reg_practitioners", "practitioner")
 SUPPORTED = {
     ("ADT", "A01"),
     ("ADT", "A03"),
@@ -135,6 +137,11 @@ def read_header(raw: bytes) -> Header:
         raise Reject("structure", "MSH", "message does not start with an MSH segment",
                      ack="AR", hl7_error=100)
     sep = chr(first[3])
+    if sep != "|":
+        # HL7 allows another separator in principle; no Kazakh system uses one, and a
+        # different character here is, in practice, a broken MSH.
+        raise Reject("structure", "MSH-1", "field separator is not '|'", ack="AR",
+                     hl7_error=102)
     text = first.decode("latin-1")  # MSH routing fields are ASCII; latin-1 never fails
     fields = text.split(sep)
     return Header([sep, *fields[1:]])
@@ -263,15 +270,17 @@ def map_message(raw: bytes, source_id: str) -> Mapped:
             "type": "replaces",
         }]
         out.merges.append((pid_value, old))
+    elif mtype == "ADT" and trigger == "A08":
+        pass  # A08 updates the patient's data only (the stay is the A01/A03's business)
     elif mtype == "ADT":
-        pv1 = one(msg, "PV1", required=trigger != "A08")
-        if pv1 is not None and (trigger != "A08" or pv1.c(19)):
-            enc, enc_value = _encounter(pv1, trigger, source_id, pat_ref, event)
-            enc_sys = source_system(source_id, "encounter")
-            entries.append(put_entry(enc, enc_sys, enc_value))
-            enc_ref = {"reference": full_url(enc_sys, enc_value)}
-            for dg1 in segments(msg, "DG1"):
-                entries.append(_condition(dg1, source_id, pat_ref, enc_ref, enc_value))
+        pv1 = one(msg, "PV1")
+        assert pv1 is not None
+        enc, enc_value = _encounter(pv1, trigger, source_id, pat_ref, event)
+        enc_sys = source_system(source_id, "encounter")
+        entries.append(put_entry(enc, enc_sys, enc_value))
+        enc_ref = {"reference": full_url(enc_sys, enc_value)}
+        for dg1 in segments(msg, "DG1"):
+            entries.append(_condition(dg1, source_id, pat_ref, enc_ref, enc_value))
     else:  # ORU^R01
         entries.extend(_results(msg, source_id, pat_ref, event))
     out.bundle = transaction(entries)
@@ -395,15 +404,19 @@ def _encounter(
         enc["period"] = period
     doctor = pv1.c(7)
     if doctor:
-        enc["participant"] = [{
-            "individual": {"identifier": {"system": source_system(source_id, "practitioner"),
-                                          "value": doctor}},
-        }]
-    facility = pv1.c(3, 4) or pv1.c(3, 1)
+        # Practitioner ids are the national register's (reg_practitioners), used by all.
+        enc["participant"] = [{"individual": {"type": "Practitioner", "identifier": {
+            "system": PRACTITIONER_SYSTEM, "value": doctor}}}]
+    facility = pv1.c(3, 4)
     if facility:
-        enc["serviceProvider"] = {
-            "identifier": {"system": source_system(source_id, "organization"),
-                           "value": facility}}
+        # PV1-3.4 (assigning facility) carries the organization's BIN.
+        system = BIN_SYSTEM if re.fullmatch(r"\d{12}", facility) else source_system(
+            source_id, "organization")
+        enc["serviceProvider"] = {"type": "Organization",
+                                  "identifier": {"system": system, "value": facility}}
+    ward = pv1.c(3, 1)
+    if ward:
+        enc["location"] = [{"location": {"display": ward}}]
     return enc, visit
 
 
@@ -414,7 +427,9 @@ def _condition(dg1: Seg, source_id: str, pat_ref: dict[str, str], enc_ref: dict[
         raise Reject("required", "DG1-3", "diagnosis code is empty", hl7_error=101)
     if not re.fullmatch(r"[A-Z]\d{2}(\.\d{1,2})?", code.upper()):
         raise Reject("code", "DG1-3", f"'{code[:10]}' is not an ICD-10 code", hl7_error=103)
-    value = f"{visit}-{dg1.f(1) or code}"
+    # DG1-6 (A admitting, W working, F final) keeps an admission and a discharge diagnosis
+    # of one stay apart; DG1-1 numbers them within the message.
+    value = f"{visit}-{dg1.c(6)}{dg1.f(1) or code}"
     sys = source_system(source_id, "condition")
     cond: dict[str, Any] = {
         "resourceType": "Condition",

@@ -1,0 +1,73 @@
+"""Worker processes: pull pending messages from the inbox and run the pipeline.
+
+On PostgreSQL any number of workers run in parallel (``FOR UPDATE SKIP LOCKED`` hands each
+message to exactly one of them); on SQLite the database allows one writer, so workers take
+turns (``BEGIN IMMEDIATE``) — run one.  A worker killed at any moment loses nothing: its
+open transaction rolls back and its messages are still pending for the next worker.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.exc import DBAPIError
+
+from usmis.config import Settings
+from usmis.ingest.pipeline import BatchResult, Pipeline
+from usmis.kit.db import make_engine
+from usmis.kit.logging import get_logger
+
+log = get_logger("usmis.ingest.worker")
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    batch: int = 50,
+    idle_sleep: float = 0.2,
+    until_empty: bool = False,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    handle_signals: bool = False,
+) -> BatchResult:
+    """Process batches until ``stop`` is set (or, with ``until_empty``, nothing is pending)."""
+    stop = stop or threading.Event()
+    if handle_signals:
+        # SIGTERM/SIGINT: finish the current batch, then leave.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    engine = make_engine(settings.resolved_database_url, pool_size=2)
+    pipeline = Pipeline(settings, engine)
+    total = BatchResult()
+    failures = 0
+    try:
+        while not stop.is_set():
+            try:
+                r = pipeline.run_batch(batch)
+                failures = 0
+            except DBAPIError as exc:
+                # deadlock, serialisation failure, lost connection, "database is locked":
+                # the batch rolled back; nothing is lost, try again shortly.
+                failures += 1
+                log.warning("worker batch rolled back", error=type(exc.orig).__name__,
+                            attempt=failures)
+                time.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            total.claimed += r.claimed
+            total.done += r.done
+            total.dead += r.dead
+            total.resources += r.resources
+            for k, v in r.reasons.items():
+                total.reasons[k] = total.reasons.get(k, 0) + v
+            if r.claimed and on_batch is not None:
+                on_batch(r)
+            if not r.claimed:
+                if until_empty:
+                    break
+                stop.wait(idle_sleep)
+    finally:
+        engine.dispose()
+    return total
