@@ -13,8 +13,11 @@ A missing, malformed, expired or foreign token raises :class:`usmis.kit.errors.U
 
 from __future__ import annotations
 
-from fastapi import Request
+from collections.abc import Iterator
 
+from fastapi import Depends, Request
+
+from usmis.access.context import RequestAccess
 from usmis.access.model import Principal
 from usmis.access.tokens import TokenVerifier
 from usmis.config import Settings
@@ -48,3 +51,25 @@ def current_principal(request: Request) -> Principal:
     principal = verifier_for(request).verify(bearer_token(request))
     request.state.principal = principal
     return principal
+
+
+def access_context(
+    request: Request, principal: Principal = Depends(current_principal)  # noqa: B008
+) -> Iterator[RequestAccess]:
+    """The policy decision point for this request (STORE's ``AccessContext``).
+
+    After the endpoint has finished (its transaction committed or rolled back) the
+    context writes what must outlive a rollback: denial audit entries, guard state.
+    """
+    settings: Settings = getattr(request.app.state, "settings", None) or Settings()
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        from usmis.kit.db import make_engine
+
+        engine = make_engine(settings.resolved_database_url)
+        request.app.state.engine = engine
+    ctx = RequestAccess(principal, settings, engine)
+    try:
+        yield ctx
+    finally:
+        ctx.flush()

@@ -4,6 +4,8 @@
                                           (embedded users) grant → bearer token (RFC 6749)
     GET  /auth/jwks.json                  the issuer's public keys (JWK Set)
     GET  /.well-known/openid-configuration, /.well-known/smart-configuration
+    POST /access/break-glass              clinician: {"patient": "Patient/ID", "reason": …}
+    POST /access/blocks/{subject}/clear   auditor: lift an exfiltration-guard block
 
 Token-endpoint errors follow RFC 6749 §5.2 ({"error": ...}), not OperationOutcome, because
 OAuth2 clients expect that shape.
@@ -11,15 +13,20 @@ OAuth2 clients expect that shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine
 
 from usmis.access import service
+from usmis.access.deps import current_principal
 from usmis.access.keys import KeyRing
+from usmis.access.model import Principal
 from usmis.access.tokens import embedded_issuer
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
@@ -134,3 +141,44 @@ def smart_configuration(request: Request) -> dict[str, Any]:
         "scopes_supported": ["patient/*.rs", "user/*.rs", "system/*.cruds"],
         "capabilities": ["client-confidential-symmetric", "permission-v2", "permission-v1"],
     }
+
+
+# --- break-the-glass, guard administration --------------------------------------------
+class EmergencyIn(BaseModel):
+    patient: str  # "Patient/ID" or "ID"
+    reason: str
+
+
+@router.post("/access/break-glass", status_code=201)
+def break_glass(
+    body: EmergencyIn, request: Request, p: Principal = Depends(current_principal)  # noqa: B008
+) -> dict[str, str]:
+    """Declare an emergency: time-limited access to one patient, reviewed by an auditor."""
+    patient = body.patient.removeprefix("Patient/")
+    with _write_unit(engine_of(request)) as conn:
+        grant = service.declare_emergency(conn, settings_of(request), p, patient, body.reason)
+    return {"grant": grant.id, "patient": f"Patient/{grant.patient_id}",
+            "expires": grant.expires_at.isoformat()}
+
+
+@router.post("/access/blocks/{subject}/clear")
+def clear_block(
+    subject: str, request: Request, p: Principal = Depends(current_principal)  # noqa: B008
+) -> dict[str, str]:
+    """An auditor lifts the exfiltration guard's block after review."""
+    with _write_unit(engine_of(request)) as conn:
+        service.clear_block(conn, settings_of(request), p, subject)
+    return {"unblocked": subject}
+
+
+@contextmanager
+def _write_unit(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()

@@ -51,7 +51,7 @@ DEFAULT_PURPOSE: dict[Role, str] = {
 
 # What a token of each role gets when it asks for no scope.
 DEFAULT_SCOPES: dict[Role, str] = {
-    Role.PATIENT: "patient/*.rs",
+    Role.PATIENT: "patient/*.rs patient/Consent.cu",
     Role.CLINICIAN: "user/*.rs",
     Role.REGISTRAR: "user/*.rs",
     Role.INVESTIGATOR: "user/*.rs",

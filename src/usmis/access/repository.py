@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    FromClause,
+    RowMapping,
+    Select,
+    String,
+    Table,
+    and_,
+    func,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from usmis.access import tables as t
+from usmis.access.model import Principal, Role
+from usmis.access.policy import AUDITOR_TYPES, FINANCIAL_TYPES, IDENTITY_TYPES
 
 
 def insert_user(conn: Connection, values: Mapping[str, Any]) -> None:
@@ -41,3 +57,346 @@ def utc(value: datetime | None) -> datetime | None:
     from datetime import UTC
 
     return value.replace(tzinfo=UTC)
+
+
+# --- projections: care links and consent rules ---------------------------------------
+def replace_care_links(
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    rows: list[dict[str, Any]],
+) -> None:
+    conn.execute(
+        t.care_link.delete().where(
+            t.care_link.c.resource_type == resource_type, t.care_link.c.resource_id == resource_id
+        )
+    )
+    if rows:
+        conn.execute(t.care_link.insert(), rows)
+
+
+def replace_consent_rules(conn: Connection, consent_id: str, rows: list[dict[str, Any]]) -> None:
+    conn.execute(t.consent_rule.delete().where(t.consent_rule.c.consent_id == consent_id))
+    if rows:
+        conn.execute(t.consent_rule.insert(), rows)
+
+
+def consent_rules_for(conn: Connection, patient_ids: list[str]) -> list[RowMapping]:
+    return list(
+        conn.execute(
+            select(t.consent_rule).where(t.consent_rule.c.patient_id.in_(patient_ids))
+        ).mappings()
+    )
+
+
+# --- the patient index (one person, several source Patients) ------------------------
+def _mpi_link() -> Table | None:
+    """``mpi_link`` (patient_id → person_key) when the mpi domain is installed."""
+    from usmis.kit.db import load_all_tables
+
+    return load_all_tables().tables.get("mpi_link")
+
+
+def linked(patients: Select[Any]) -> Select[Any]:
+    """The given Patients and every Patient linked to the same person (one SQL select).
+
+    The one place that knows how a person's several source Patients are found; without
+    the patient index a Patient is only itself.
+    """
+    link = _mpi_link()
+    base = patients.subquery()
+    if link is None:
+        return select(base.c[0])
+    l1, l2 = link.alias("l1"), link.alias("l2")
+    return union(
+        select(base.c[0]),
+        select(l2.c.patient_id)
+        .join(l1, l1.c.person_key == l2.c.person_key)
+        .where(l1.c.patient_id.in_(select(base.c[0]))),
+    ).subquery().select()
+
+
+def linked_patient_ids(conn: Connection, patient_ids: list[str]) -> list[str]:
+    if not patient_ids:
+        return []
+    link = _mpi_link()
+    if link is None:
+        return sorted(set(patient_ids))
+    l1, l2 = link.alias("l1"), link.alias("l2")
+    found = conn.execute(
+        select(l2.c.patient_id)
+        .join(l1, l1.c.person_key == l2.c.person_key)
+        .where(l1.c.patient_id.in_(patient_ids))
+    ).scalars()
+    return sorted(set(patient_ids) | set(found))
+
+
+def person_keys(conn: Connection, patient_ids: list[str]) -> list[str]:
+    link = _mpi_link()
+    if link is None or not patient_ids:
+        return []
+    return sorted(
+        set(
+            conn.execute(
+                select(link.c.person_key).where(link.c.patient_id.in_(patient_ids))
+            ).scalars()
+        )
+    )
+
+
+# --- care relationships ------------------------------------------------------------
+def care_valid(now: datetime, encounter_days: int) -> ColumnElement[bool]:
+    c = t.care_link.c
+    recent = now - timedelta(days=encounter_days)
+    return or_(
+        and_(
+            c.kind == "attachment",
+            or_(c.start.is_(None), c.start <= now),
+            or_(c.end.is_(None), c.end >= now),
+        ),
+        and_(c.kind == "encounter", func.coalesce(c.end, c.start) >= recent),
+        and_(c.kind == "referral", or_(c.end.is_(None), c.end >= now)),
+    )
+
+
+def care_patients(org: str, now: datetime, encounter_days: int) -> Select[Any]:
+    return select(t.care_link.c.patient_id).where(
+        t.care_link.c.organization_id == org, care_valid(now, encounter_days)
+    )
+
+
+def in_care(
+    conn: Connection, org: str, patient_ids: list[str], now: datetime, encounter_days: int
+) -> bool:
+    row = conn.execute(
+        select(t.care_link.c.id)
+        .where(
+            t.care_link.c.organization_id == org,
+            t.care_link.c.patient_id.in_(patient_ids),
+            care_valid(now, encounter_days),
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
+# --- emergency (break-the-glass) grants --------------------------------------------
+def grant_patients(subject: str, now: datetime) -> Select[Any]:
+    g = t.emergency_grant.c
+    return select(g.patient_id).where(g.subject == subject, g.expires_at > now)
+
+
+def active_grant_patient_ids(conn: Connection, subject: str, now: datetime) -> list[str]:
+    return list(conn.execute(grant_patients(subject, now)).scalars())
+
+
+def insert_grant(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(t.emergency_grant.insert().values(**values))
+
+
+def grants(
+    conn: Connection, *, unreviewed: bool = False, patient_ids: list[str] | None = None
+) -> list[RowMapping]:
+    q = select(t.emergency_grant).order_by(t.emergency_grant.c.granted_at.desc())
+    if unreviewed:
+        q = q.where(t.emergency_grant.c.reviewed_at.is_(None))
+    if patient_ids is not None:
+        q = q.where(t.emergency_grant.c.patient_id.in_(patient_ids))
+    return list(conn.execute(q).mappings())
+
+
+def get_grant(conn: Connection, grant_id: str) -> RowMapping | None:
+    return (
+        conn.execute(select(t.emergency_grant).where(t.emergency_grant.c.id == grant_id))
+        .mappings()
+        .first()
+    )
+
+
+def review_grant(
+    conn: Connection, grant_id: str, *, reviewer: str, outcome: str, at: datetime
+) -> None:
+    conn.execute(
+        update(t.emergency_grant)
+        .where(t.emergency_grant.c.id == grant_id)
+        .values(reviewed_by=reviewer, reviewed_at=at, review_outcome=outcome)
+    )
+
+
+# --- consent -------------------------------------------------------------------------
+def denied_patients(kind: str, value: str) -> Select[Any]:
+    r = t.consent_rule.c
+    return linked(select(r.patient_id).where(r.kind == kind, r.value == value))
+
+
+# --- the exfiltration guard -----------------------------------------------------------
+def usage_patients(conn: Connection, subject: str, hour: str) -> set[str]:
+    u = t.usage.c
+    return set(conn.execute(select(u.patient_id).where(u.subject == subject, u.hour == hour))
+               .scalars())
+
+
+def add_usage(conn: Connection, subject: str, hour: str, patient_ids: list[str]) -> None:
+    if not patient_ids:
+        return
+    rows = [{"subject": subject, "hour": hour, "patient_id": p} for p in patient_ids]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(pg_insert(t.usage).on_conflict_do_nothing(), rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        conn.execute(sqlite_insert(t.usage).on_conflict_do_nothing(), rows)
+
+
+def is_blocked(conn: Connection, subject: str) -> bool:
+    b = t.block.c
+    row = conn.execute(
+        select(b.subject).where(b.subject == subject, b.cleared_at.is_(None))
+    ).first()
+    return row is not None
+
+
+def upsert_block(conn: Connection, subject: str, reason: str, at: datetime) -> bool:
+    """Block ``subject``; False if it was already blocked."""
+    if is_blocked(conn, subject):
+        return False
+    conn.execute(t.block.delete().where(t.block.c.subject == subject))
+    conn.execute(t.block.insert().values(subject=subject, reason=reason, blocked_at=at))
+    return True
+
+
+def clear_block(conn: Connection, subject: str, by: str, at: datetime) -> bool:
+    res = conn.execute(
+        update(t.block)
+        .where(t.block.c.subject == subject, t.block.c.cleared_at.is_(None))
+        .values(cleared_by=by, cleared_at=at)
+    )
+    return bool(res.rowcount)
+
+
+def blocks(conn: Connection) -> list[RowMapping]:
+    return list(conn.execute(select(t.block).order_by(t.block.c.blocked_at.desc())).mappings())
+
+
+def insert_alert(conn: Connection, values: Mapping[str, Any]) -> None:
+    conn.execute(t.alert.insert().values(**values))
+
+
+def alerts(conn: Connection, *, open_only: bool = False) -> list[RowMapping]:
+    q = select(t.alert).order_by(t.alert.c.id.desc())
+    if open_only:
+        q = q.where(t.alert.c.acknowledged_at.is_(None))
+    return list(conn.execute(q).mappings())
+
+
+# --- the policy as SQL (mirror of policy.decide_row for searches) ---------------------
+def visibility_predicate(
+    principal: Principal,
+    table: FromClause,
+    *,
+    now: datetime,
+    encounter_days: int,
+    own_patients: list[str],
+    categories: tuple[str, ...],
+) -> ColumnElement[bool] | None:
+    """Rows of ``table`` (shaped like fhir_resource) the principal may see; None = all.
+
+    Mirrors :func:`usmis.access.policy.decide_row` so searches, totals, _include,
+    $everything, history and exports hide exactly what a read would refuse.
+    """
+    c = table.c
+    role = principal.role
+    no_patient = c.patient_id.is_(None)
+    if role is Role.ADMIN:
+        return None
+    if role is Role.SOURCE:
+        return c.source_id == principal.source_id
+    if role is Role.PATIENT:
+        return or_(no_patient, c.patient_id.in_(own_patients or ["-"]))
+    if role is Role.REGISTRAR:
+        return or_(no_patient, c.resource_type.in_(sorted(IDENTITY_TYPES)))
+    if role is Role.AUDITOR:
+        return or_(no_patient, c.resource_type.in_(sorted(AUDITOR_TYPES)))
+    consent_ok = _consent_ok(c, principal.organization_id, categories)
+    if role is Role.INVESTIGATOR:
+        return or_(no_patient, and_(c.resource_type.in_(sorted(FINANCIAL_TYPES)), consent_ok))
+    org = principal.organization_id or "-"
+    reachable = linked(
+        union(
+            care_patients(org, now, encounter_days),
+            grant_patients(principal.subject, now),
+        ).subquery().select()
+    )
+    return or_(
+        no_patient,
+        c.author_org == org,
+        and_(c.patient_id.in_(reachable), consent_ok),
+    )
+
+
+def _consent_ok(
+    c: Any, org: str | None, categories: tuple[str, ...]
+) -> ColumnElement[bool]:
+    cat_ok = or_(
+        c.sensitivity.is_(None),
+        c.sensitivity.not_in(list(categories)),
+        *[
+            and_(c.sensitivity == cat, c.patient_id.not_in(denied_patients("deny-category", cat)))
+            for cat in categories
+        ],
+    )
+    if not org:
+        return cat_ok
+    return and_(cat_ok, c.patient_id.not_in(denied_patients("deny-org", org)))
+
+
+def patient_facts(
+    conn: Connection,
+    patient_id: str,
+    *,
+    org: str | None,
+    subject: str,
+    now: datetime,
+    encounter_days: int,
+    want_care: bool,
+) -> list[tuple[str, str]]:
+    """One round trip: ('care', ''), ('grant', ''), and (consent kind, value) rows for the
+    person of ``patient_id`` (all linked Patients)."""
+    from sqlalchemy import exists, literal, union_all
+
+    people = linked(select(literal(patient_id, String)))
+    r, g, cl = t.consent_rule.c, t.emergency_grant.c, t.care_link.c
+    parts: list[Select[Any, Any]] = [
+        select(r.kind, r.value).where(r.patient_id.in_(people)),
+        select(literal("grant", String), literal("", String)).where(
+            exists().where(g.subject == subject, g.expires_at > now, g.patient_id.in_(people))
+        ),
+    ]
+    if want_care and org:
+        parts.append(
+            select(literal("care", String), literal("", String)).where(
+                exists().where(
+                    cl.organization_id == org,
+                    cl.patient_id.in_(people),
+                    care_valid(now, encounter_days),
+                )
+            )
+        )
+    return [(str(a), str(b)) for a, b in conn.execute(union_all(*parts)).all()]
+
+
+def patient_exists(conn: Connection, patient_id: str) -> bool:
+    """Is there a live Patient with this id in the FHIR store (when installed)?"""
+    from usmis.kit.db import load_all_tables
+
+    res = load_all_tables().tables.get("fhir_resource")
+    if res is None:
+        return True
+    row = conn.execute(
+        select(res.c.id).where(
+            res.c.resource_type == "Patient", res.c.id == patient_id, res.c.deleted.is_(False)
+        )
+    ).first()
+    return row is not None

@@ -5,6 +5,7 @@ Services never commit: the caller (CLI command, HTTP request) owns the transacti
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,7 +23,7 @@ from usmis.access.secrets import (
 )
 from usmis.access.tokens import issue_token, principal_from_claims
 from usmis.config import Settings
-from usmis.kit.errors import BadRequest, Conflict, Unauthorized
+from usmis.kit.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -215,3 +216,98 @@ def record_login(
     from usmis.audit import service as audit
 
     audit.record_login(conn, settings, principal, outcome=outcome)
+
+
+# --- break-the-glass ------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmergencyGrant:
+    id: str
+    patient_id: str
+    expires_at: datetime
+
+
+def declare_emergency(
+    conn: Connection, settings: Settings, principal: Principal, patient_id: str, reason: str
+) -> EmergencyGrant:
+    """Break the glass: a time-limited grant for one patient, flagged for review.
+
+    Recorded in the audit log (emergency, visible to the patient), put in the auditor's
+    review queue (unreviewed grants) and raised as an alert.
+    """
+    import secrets
+    from datetime import timedelta
+
+    from usmis.audit import service as audit
+    from usmis.audit.model import AuditRecord
+
+    if principal.role is not Role.CLINICIAN:
+        raise Forbidden("only clinicians may declare an emergency")
+    reason = reason.strip()
+    if len(reason) < 10:
+        raise BadRequest("an emergency needs a reason of at least 10 characters",
+                         expression=["reason"])
+    if not repo.patient_exists(conn, patient_id):
+        raise NotFound("the patient is not known", expression=["patient"])
+    now = datetime.now(UTC)
+    grant = EmergencyGrant(
+        secrets.token_hex(16), patient_id,
+        now + timedelta(minutes=settings.emergency_access_minutes),
+    )
+    repo.insert_grant(conn, {
+        "id": grant.id, "subject": principal.subject, "organization_id": principal.organization_id,
+        "patient_id": patient_id, "reason": reason[:2000], "granted_at": now,
+        "expires_at": grant.expires_at,
+    })
+    repo.insert_alert(conn, {
+        "kind": "break-glass", "subject": principal.subject,
+        "organization_id": principal.organization_id,
+        "detail": f"emergency access grant {grant.id}", "created_at": now,
+    })
+    audit.append(conn, settings, AuditRecord(
+        action="break-glass", subject=principal.subject, role=principal.role.value,
+        organization_id=principal.organization_id, purpose="ETREAT", emergency=True,
+        resource_type="Patient", entities=(f"Patient/{patient_id}",),
+        patients=tuple(repo.linked_patient_ids(conn, [patient_id])),
+        persons=tuple(repo.person_keys(conn, [patient_id])),
+        detail=json.dumps({"grant": grant.id, "expires": grant.expires_at.isoformat()}),
+    ))
+    return grant
+
+
+def review_emergency(
+    conn: Connection, settings: Settings, auditor: Principal, grant_id: str, outcome: str
+) -> None:
+    from usmis.audit import service as audit
+    from usmis.audit.model import AuditRecord
+
+    if auditor.role is not Role.AUDITOR:
+        raise Forbidden("only auditors review emergency access")
+    if outcome not in ("justified", "unjustified"):
+        raise BadRequest("outcome must be justified or unjustified", expression=["outcome"])
+    row = repo.get_grant(conn, grant_id)
+    if row is None:
+        raise NotFound("no such emergency grant", expression=["grant"])
+    if row["reviewed_at"] is not None:
+        raise Conflict("this emergency grant was already reviewed")
+    now = datetime.now(UTC)
+    repo.review_grant(conn, grant_id, reviewer=auditor.subject, outcome=outcome, at=now)
+    audit.append(conn, settings, AuditRecord(
+        action="review", subject=auditor.subject, role=auditor.role.value,
+        organization_id=auditor.organization_id, purpose=auditor.purpose,
+        patients=(row["patient_id"],),
+        detail=json.dumps({"grant": grant_id, "outcome": outcome}),
+    ))
+
+
+def clear_block(conn: Connection, settings: Settings, auditor: Principal, subject: str) -> None:
+    from usmis.audit import service as audit
+    from usmis.audit.model import AuditRecord
+
+    if auditor.role is not Role.AUDITOR:
+        raise Forbidden("only auditors lift a block")
+    if not repo.clear_block(conn, subject, auditor.subject, datetime.now(UTC)):
+        raise NotFound("this principal is not blocked", expression=["subject"])
+    audit.append(conn, settings, AuditRecord(
+        action="unblock", subject=auditor.subject, role=auditor.role.value,
+        purpose=auditor.purpose, detail=json.dumps({"unblocked": subject}),
+    ))

@@ -1,19 +1,158 @@
-"""The audit log service (hash chain lands with step 3 of issue 6)."""
+"""The audit log: append in the caller's transaction, checkpoint, verify.
+
+``append`` runs on the boundary's connection, so an entry commits with the work it records
+or not at all; if it cannot be written, the exception aborts the work too.  Appends are
+serialised by the chain-head row (``repository.advance_head``), which they touch last
+thing before commit to keep the serialised section short.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from cryptography.exceptions import InvalidSignature
 from sqlalchemy import Connection
 
+from usmis.audit import keys as audit_keys
+from usmis.audit import repository as repo
+from usmis.audit.model import (
+    SERIOUS_FAILURE,
+    SUCCESS,
+    AuditRecord,
+    VerifyReport,
+    chain_hash,
+    checkpoint_message,
+    content_of,
+    verify_chain,
+)
 from usmis.config import Settings
+from usmis.kit.logging import get_logger
 
 if TYPE_CHECKING:
     from usmis.access.model import Principal
+
+log = get_logger(__name__)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def append(conn: Connection, settings: Settings, record: AuditRecord) -> int:
+    """Append one entry to the chain (same transaction as the caller's work); its seq."""
+    keys = audit_keys.load(settings)
+    seq, prev = repo.advance_head(conn)
+    content = content_of(record, now_iso())
+    digest = chain_hash(keys.chain_key, prev, content)
+    patients = sorted(set(record.patients))
+    repo.insert_entry(conn, {"seq": seq, **content, "prev_hash": prev, "hash": digest}, patients)
+    repo.set_head_hash(conn, digest)
+    every = settings.audit_checkpoint_every
+    if every > 0 and seq % every == 0:
+        _checkpoint(conn, settings, seq, digest)
+    return seq
+
+
+def _checkpoint(conn: Connection, settings: Settings, seq: int, digest: str) -> None:
+    keys = audit_keys.load(settings)
+    signed_at = now_iso()
+    repo.insert_checkpoint(
+        conn,
+        {
+            "seq": seq,
+            "hash": digest,
+            "signed_at": signed_at,
+            "kid": keys.kid,
+            "signature": keys.sign(checkpoint_message(seq, digest, signed_at)),
+        },
+    )
+
+
+def checkpoint(conn: Connection, settings: Settings) -> int:
+    """Sign the current chain head now (no-op if it is already signed); its seq."""
+    seq, digest = repo.get_head(conn)
+    if seq == 0:
+        return 0
+    if any(c.seq == seq for c in repo.checkpoints(conn)):
+        return seq
+    _checkpoint(conn, settings, seq, digest)
+    return seq
 
 
 def record_login(
     conn: Connection, settings: Settings, principal: Principal, *, outcome: str
 ) -> None:
-    """Placeholder until the hash-chained log lands; keeps the login call sites stable."""
-    return None
+    """A token issuance ("login") by the embedded issuer."""
+    if not settings.audit_enabled:
+        return
+    append(
+        conn,
+        settings,
+        AuditRecord(
+            action="login",
+            outcome=SUCCESS if outcome == "success" else SERIOUS_FAILURE,
+            subject=principal.subject,
+            role=principal.role.value,
+            organization_id=principal.organization_id,
+            source_id=principal.source_id,
+            purpose=principal.purpose,
+            patients=(principal.patient_id,) if principal.patient_id else (),
+            detail=json.dumps({"jti": principal.token_id, "scope": principal.scope_string()}),
+        ),
+    )
+
+
+def verify(conn: Connection, settings: Settings) -> VerifyReport:
+    """Check the whole chain, the head, every checkpoint and the patient index."""
+    keys = audit_keys.load(settings)
+    cps = repo.checkpoints(conn)
+    report = verify_chain(
+        repo.iter_entries(conn),
+        keys.chain_key,
+        seq_of_hash=lambda h: repo.seq_of_hash(conn, h),
+        checkpoint_seqs=frozenset(c.seq for c in cps),
+    )
+    report.checkpoints = len(cps)
+    if not report.ok:
+        return report
+    # Checkpoints: a valid signature, and the chain still has that hash at that seq.
+    for cp in cps:
+        pub = keys.public.get(cp.kid)
+        try:
+            if pub is None:
+                raise InvalidSignature
+            import base64
+
+            pub.verify(base64.b64decode(cp.signature), checkpoint_message(cp.seq, cp.hash,
+                                                                           cp.signed_at))
+        except (InvalidSignature, ValueError):
+            return report.fail("checkpoint", cp.seq,
+                               f"checkpoint at entry {cp.seq} has an invalid signature")
+        if cp.seq > report.last_seq:
+            return report.fail("truncated", report.last_seq + 1,
+                               f"entries from {report.last_seq + 1} on were removed "
+                               f"(checkpoint at {cp.seq})")
+        if report.checkpoint_hashes.get(cp.seq) != cp.hash:
+            return report.fail("modified", cp.seq,
+                               f"the chain up to entry {cp.seq} was rewritten "
+                               "(disagrees with its signed checkpoint)")
+    head_seq, head_hash = repo.get_head(conn)
+    if head_seq > report.last_seq:
+        return report.fail("truncated", report.last_seq + 1,
+                           f"entries from {report.last_seq + 1} on were removed (head at "
+                           f"{head_seq})")
+    if head_seq != report.last_seq or head_hash != report.last_hash:
+        return report.fail("head", head_seq, "the chain head row was altered")
+    # The patient index must say exactly what the hashed entries say.
+    indexed: dict[int, list[str]] = {}
+    for seq, pid in repo.iter_patient_index(conn):
+        indexed.setdefault(seq, []).append(pid)
+    for e in repo.iter_entries(conn):
+        if sorted(json.loads(e.content["patients"])) != indexed.pop(e.seq, []):
+            return report.fail("index", e.seq, f"the patient index of entry {e.seq} was altered")
+    if indexed:
+        seq = min(indexed)
+        return report.fail("index", seq, f"the patient index has rows for no entry ({seq})")
+    return report

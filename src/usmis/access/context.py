@@ -1,0 +1,341 @@
+"""The policy decision point of one request: ``RequestAccess``.
+
+It implements STORE's seam (``usmis.fhir.context.AccessContext``): ``authorize`` decides
+with :mod:`usmis.access.policy` from facts looked up here (cached per patient for the
+request), ``row_filter`` hands search the same policy as SQL, ``record`` appends the audit
+entry on the work's own connection (same transaction) and applies the exfiltration guard.
+
+What must survive the request's rollback — the audit entries of *denials*, the guard's
+usage counts, a block and the auditor's alert — is kept pending and written by
+:meth:`RequestAccess.flush` in a transaction of its own after the work has ended (the
+``access_context`` dependency calls it).  Writing them on a second connection while the
+work's transaction is open would deadlock on SQLite's single writer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, FromClause, false
+
+from usmis.access import repository as repo
+from usmis.access.model import Principal, Role
+from usmis.access.policy import (
+    GUARDED_ROLES,
+    READ_ACTIONS,
+    WRITE_ACTIONS,
+    Decision,
+    Facts,
+    RowLike,
+    decide_row,
+    decide_type,
+)
+from usmis.access.sensitivity import categories as sensitivity_categories
+from usmis.audit.model import MINOR_FAILURE, AuditRecord, redact_query
+from usmis.config import Settings
+from usmis.kit.errors import Forbidden
+from usmis.kit.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def hour_key(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H")
+
+
+@dataclass
+class _State:
+    blocked: bool = False
+    usage: set[str] = field(default_factory=set)
+    own_patients: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    patient_id: str | None
+    source_id: str | None
+    author_org: str | None
+    sensitivity: str | None
+
+
+class RequestAccess:
+    """Access context for one request of one principal (not shared between requests)."""
+
+    def __init__(
+        self,
+        principal: Principal,
+        settings: Settings,
+        engine: Engine,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        self.principal = principal
+        self.settings = settings
+        self.engine = engine
+        self.now = now or datetime.now(UTC)
+        self._conn: Connection | None = None
+        self._own: Connection | None = None
+        self._state: _State | None = None
+        self._facts: dict[str, Facts] = {}
+        self._pending_audit: list[AuditRecord] = []
+        self._pending_usage: set[str] = set()
+        self._pending_block: str | None = None
+
+    # ------------------------------------------------------------------ STORE's seam
+    @property
+    def source_id(self) -> str | None:
+        return self.principal.source_id if self.principal.role is Role.SOURCE else None
+
+    @property
+    def author_org(self) -> str | None:
+        return self.principal.organization_id
+
+    def bind(self, conn: Connection) -> None:
+        """Use the work's connection for lookups (saves a connection, sees its writes)."""
+        self._conn = conn
+
+    def authorize(self, action: str, resource_type: str, row: RowLike | None = None) -> None:
+        if not self.settings.policy_enabled:
+            return
+        state = self._load_state()
+        if state.blocked:
+            self._deny(action, resource_type, row,
+                       Decision(False, "blocked", "this account is blocked by the "
+                                "exfiltration guard; an auditor must review it"))
+        if row is None:
+            decision = decide_type(self.principal, action, resource_type)
+        else:
+            decision = decide_row(self.principal, action, resource_type, row,
+                                  self._facts_for(row, action))
+            if row.patient_id and action in READ_ACTIONS:
+                self._touch([row.patient_id], action, resource_type)
+        if not decision.allowed:
+            self._deny(action, resource_type, row, decision)
+
+    def row_filter(self, table: FromClause) -> ColumnElement[bool] | None:
+        if not self.settings.policy_enabled:
+            return None
+        state = self._load_state()
+        if state.blocked:
+            return false()
+        return repo.visibility_predicate(
+            self.principal,
+            table,
+            now=self.now,
+            encounter_days=self.settings.care_encounter_days,
+            own_patients=sorted(state.own_patients),
+            categories=sensitivity_categories(),
+        )
+
+    def record(
+        self,
+        conn: Connection,
+        action: str,
+        resource_type: str | None,
+        rows: list[Any],
+        *,
+        outcome: str = "0",
+        query: str | None = None,
+    ) -> None:
+        patients = sorted({r.patient_id for r in rows if getattr(r, "patient_id", None)})
+        if self.settings.policy_enabled:
+            if action in WRITE_ACTIONS:
+                # Row-level checks of what was written (its patient, its author) happen here,
+                # before commit: raising aborts the write.
+                for r in rows:
+                    written = _Row(r.patient_id, r.source_id, r.author_org, r.sensitivity)
+                    d = decide_row(self.principal, action, resource_type or r.resource_type,
+                                   written, self._facts_for(written, action, write=True))
+                    if not d.allowed:
+                        self._deny(action, resource_type, written, d)
+            elif action in READ_ACTIONS:
+                if (
+                    action.startswith("search")
+                    and len(rows) > self.settings.exfil_max_results
+                    and self.principal.role in GUARDED_ROLES
+                ):
+                    self._trip("result-size", f"{len(rows)} results in one response", action,
+                               resource_type)
+                self._touch(patients, action, resource_type)
+            if self._pending_usage:
+                repo.add_usage(conn, self.principal.subject, hour_key(self.now),
+                               sorted(self._pending_usage))
+                self._pending_usage.clear()
+        if not self.settings.audit_enabled:
+            return
+        from usmis.audit import service as audit
+
+        emergency = any(self._facts.get(p, _NO_FACTS).emergency and
+                        not self._facts.get(p, _NO_FACTS).in_care for p in patients)
+        entities = tuple(f"{r.resource_type}/{r.id}" for r in rows[:1000])
+        detail: dict[str, Any] = {}
+        if len(rows) > len(entities):
+            detail["entities_total"] = len(rows)
+        if self.principal.token_id:
+            detail["jti"] = self.principal.token_id
+        audit.append(
+            conn,
+            self.settings,
+            AuditRecord(
+                action=action,
+                outcome=outcome,
+                subject=self.principal.subject,
+                role=self.principal.role.value,
+                organization_id=self.principal.organization_id,
+                source_id=self.principal.source_id,
+                purpose="ETREAT" if emergency else self.principal.purpose,
+                emergency=emergency,
+                resource_type=resource_type,
+                entities=entities,
+                patients=tuple(patients),
+                persons=tuple(repo.person_keys(conn, patients)) if patients else (),
+                query=redact_query(query),
+                detail=json.dumps(detail, sort_keys=True) if detail else None,
+            ),
+        )
+
+    # ------------------------------------------------------------------ after the work
+    def flush(self) -> None:
+        """Write what must outlive the request's transaction (denials, guard state)."""
+        try:
+            if not (self._pending_audit or self._pending_usage or self._pending_block):
+                return
+            from usmis.audit import service as audit
+            from usmis.kit.db import transaction
+
+            with transaction(self.engine) as conn:
+                subject = self.principal.subject
+                if self._pending_usage:
+                    repo.add_usage(conn, subject, hour_key(self.now), sorted(self._pending_usage))
+                if self._pending_block:
+                    if repo.upsert_block(conn, subject, self._pending_block, self.now):
+                        repo.insert_alert(conn, {
+                            "kind": "exfiltration-guard",
+                            "subject": subject,
+                            "organization_id": self.principal.organization_id,
+                            "detail": self._pending_block,
+                            "created_at": self.now,
+                        })
+                        log.warning("principal blocked by the exfiltration guard",
+                                    subject=subject, reason=self._pending_block)
+                if self.settings.audit_enabled:
+                    for rec in self._pending_audit:
+                        audit.append(conn, self.settings, rec)
+            self._pending_audit.clear()
+            self._pending_usage.clear()
+            self._pending_block = None
+        finally:
+            if self._own is not None:
+                self._own.close()
+                self._own = None
+
+    # ------------------------------------------------------------------ internals
+    def _lookup(self) -> Connection:
+        if self._conn is not None:
+            return self._conn
+        if self._own is None:
+            self._own = self.engine.connect()
+        return self._own
+
+    def _load_state(self) -> _State:
+        if self._state is not None:
+            return self._state
+        conn = self._lookup()
+        p = self.principal
+        state = _State()
+        state.blocked = repo.is_blocked(conn, p.subject)
+        if p.role in GUARDED_ROLES:
+            state.usage = repo.usage_patients(conn, p.subject, hour_key(self.now))
+        if p.role is Role.PATIENT and p.patient_id:
+            state.own_patients = frozenset(repo.linked_patient_ids(conn, [p.patient_id]))
+        if self._own is not None and self._conn is None:
+            # End the lookup connection's read transaction so it holds no snapshot.
+            self._own.rollback()
+        self._state = state
+        return state
+
+    def _facts_for(self, row: RowLike, action: str, *, write: bool = False) -> Facts:
+        p = self.principal
+        state = self._load_state()
+        if p.role is Role.PATIENT:
+            return Facts(own_patients=state.own_patients)
+        if p.role not in (Role.CLINICIAN, Role.INVESTIGATOR) or row.patient_id is None:
+            return _NO_FACTS
+        write = write or action in WRITE_ACTIONS
+        if not write and p.role is Role.CLINICIAN and row.author_org == p.organization_id:
+            return _NO_FACTS  # the authoring organization: no lookup needed
+        cached = self._facts.get(row.patient_id)
+        if cached is not None:
+            return cached
+        rows = repo.patient_facts(
+            self._lookup(),
+            row.patient_id,
+            org=p.organization_id,
+            subject=p.subject,
+            now=self.now,
+            encounter_days=self.settings.care_encounter_days,
+            want_care=p.role is Role.CLINICIAN,
+        )
+        facts = Facts(
+            in_care=("care", "") in rows,
+            emergency=("grant", "") in rows,
+            denied_categories=frozenset(v for k, v in rows if k == "deny-category"),
+            denied_orgs=frozenset(v for k, v in rows if k == "deny-org"),
+        )
+        self._facts[row.patient_id] = facts
+        return facts
+
+    def _touch(self, patients: list[str], action: str, resource_type: str | None) -> None:
+        """Count distinct patients read this hour; past the limit, block and alert."""
+        if self.principal.role not in GUARDED_ROLES or not patients:
+            return
+        state = self._load_state()
+        new = [p for p in patients if p not in state.usage]
+        if not new:
+            return
+        state.usage.update(new)
+        self._pending_usage.update(new)
+        limit = self.settings.exfil_patients_per_hour
+        if len(state.usage) > limit:
+            self._trip("distinct-patients",
+                       f"more than {limit} distinct patients within one hour", action,
+                       resource_type)
+
+    def _trip(self, code: str, why: str, action: str, resource_type: str | None) -> None:
+        state = self._load_state()
+        state.blocked = True
+        self._pending_block = f"{code}: {why}"
+        self._pending_audit.append(self._denial_record(
+            action, resource_type, None,
+            Decision(False, code, why)))
+        raise Forbidden(f"access blocked by the exfiltration guard ({why}); "
+                        "the auditor has been alerted")
+
+    def _denial_record(self, action: str, resource_type: str | None, row: RowLike | None,
+                       decision: Decision) -> AuditRecord:
+        p = self.principal
+        return AuditRecord(
+            action=action,
+            outcome=MINOR_FAILURE,
+            subject=p.subject,
+            role=p.role.value,
+            organization_id=p.organization_id,
+            source_id=p.source_id,
+            purpose=p.purpose,
+            resource_type=resource_type,
+            entities=(f"{resource_type}/{row_id}",) if (row_id := getattr(row, "id", None))
+            else (),
+            patients=(row.patient_id,) if row is not None and row.patient_id else (),
+            detail=json.dumps({"denied": decision.reason}),
+        )
+
+    def _deny(self, action: str, resource_type: str | None, row: RowLike | None,
+              decision: Decision) -> None:
+        self._pending_audit.append(self._denial_record(action, resource_type, row, decision))
+        raise Forbidden(decision.message or "access denied by policy")
+
+
+_NO_FACTS = Facts()

@@ -1,0 +1,136 @@
+"""The audit log's hash chain: appends, checkpoints, and a verifier no tampering escapes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from typer.testing import CliRunner
+
+from usmis.audit import service
+from usmis.audit.model import AuditRecord
+from usmis.config import Settings
+from usmis.kit.db import make_engine, transaction
+
+N = 12
+
+
+def fill(settings: Settings) -> Engine:
+    engine = make_engine(settings.resolved_database_url)
+    for i in range(1, N + 1):
+        with transaction(engine) as conn:
+            service.append(conn, settings, AuditRecord(
+                action="read", subject=f"dr-{i % 3}", role="clinician", organization_id="org-A",
+                purpose="TREAT", resource_type="Observation", entities=(f"Observation/o{i}",),
+                patients=(f"p{i}", f"q{i}") if i % 2 else (f"p{i}",),
+            ))
+    return engine
+
+
+@pytest.fixture
+def chained(settings: Settings) -> tuple[Settings, Engine]:
+    s = settings.model_copy(update={"audit_checkpoint_every": 5})
+    return s, fill(s)
+
+
+def _shift_and_insert(c: Connection) -> None:
+    c.execute(text("UPDATE audit_entry SET seq = seq + 1000 WHERE seq > 5"))
+    c.execute(text("UPDATE audit_entry SET seq = seq - 999 WHERE seq > 1000"))
+    c.execute(text(
+        "INSERT INTO audit_entry (seq, recorded, action, outcome, subject, role, emergency,"
+        " entities, patients, persons, prev_hash, hash) SELECT 6, recorded, 'read', '0',"
+        " 'dr-x', 'clinician', emergency, entities, '[]', '[]', hash, hash FROM audit_entry"
+        " WHERE seq = 5"))
+
+
+def _swap(c: Connection) -> None:
+    c.execute(text("UPDATE audit_entry SET seq = -1 WHERE seq = 7"))
+    c.execute(text("UPDATE audit_entry SET seq = 7 WHERE seq = 8"))
+    c.execute(text("UPDATE audit_entry SET seq = 8 WHERE seq = -1"))
+
+
+TAMPERS: dict[str, tuple[Callable[[Connection], None], str, int]] = {
+    "change a field": (
+        lambda c: c.execute(text("UPDATE audit_entry SET subject = 'nobody' WHERE seq = 4")),
+        "modified", 4),
+    "change the outcome and its hash": (
+        lambda c: c.execute(text(
+            "UPDATE audit_entry SET outcome = '4', hash = prev_hash WHERE seq = 3")),
+        "modified", 3),
+    "delete an entry": (
+        lambda c: c.execute(text("DELETE FROM audit_entry WHERE seq = 6")), "removed", 6),
+    "delete the first entry": (
+        lambda c: c.execute(text("DELETE FROM audit_entry WHERE seq = 1")), "removed", 1),
+    "insert an entry": (_shift_and_insert, "inserted", 6),
+    "reorder two entries": (_swap, "reordered", 7),
+    "truncate the tail": (
+        lambda c: c.execute(text("DELETE FROM audit_entry WHERE seq > 9")), "truncated", 10),
+    "truncate the tail and the head": (
+        lambda c: (c.execute(text("DELETE FROM audit_entry WHERE seq > 9")),
+                   c.execute(text("UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM "
+                                  "audit_entry WHERE seq = 9)"))),
+        "truncated", 10),
+    "forge a checkpoint": (
+        lambda c: c.execute(text("UPDATE audit_checkpoint SET hash = 'f' WHERE seq = 5")),
+        "checkpoint", 5),
+    "hide an entry from the patient index": (
+        lambda c: c.execute(text("DELETE FROM audit_patient WHERE patient_id = 'q3'")),
+        "index", 3),
+}
+
+
+def test_an_untouched_chain_verifies(chained: tuple[Settings, Engine]) -> None:
+    settings, engine = chained
+    with engine.connect() as conn:
+        report = service.verify(conn, settings)
+    assert report.ok, report.message
+    assert (report.entries, report.checkpoints, report.last_seq) == (N, 2, N)
+
+
+@pytest.mark.parametrize("tamper", list(TAMPERS))
+def test_the_verifier_catches_tampering(chained: tuple[Settings, Engine], tamper: str) -> None:
+    settings, engine = chained
+    change, problem, seq = TAMPERS[tamper]
+    with transaction(engine) as conn:
+        change(conn)
+    with engine.connect() as conn:
+        report = service.verify(conn, settings)
+    assert not report.ok
+    assert (report.problem, report.seq) == (problem, seq), report.message
+    assert str(seq) in report.message
+
+
+def test_cli_verify_exit_codes(
+    chained: tuple[Settings, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usmis.cli import app
+
+    settings, engine = chained
+    monkeypatch.setenv("USMIS_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("USMIS_DATABASE_URL", settings.resolved_database_url)
+    r = CliRunner().invoke(app, ["audit", "checkpoint"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["audit", "verify"])
+    assert r.exit_code == 0, r.output
+    assert "intact" in r.output
+    with transaction(engine) as conn:
+        conn.execute(text("UPDATE audit_entry SET action = 'search' WHERE seq = 8"))
+    r = CliRunner().invoke(app, ["audit", "verify"])
+    assert r.exit_code == 1
+    assert "modified at entry 8" in r.output
+
+
+def test_an_append_rolls_back_with_the_work(settings: Settings) -> None:
+    engine = make_engine(settings.resolved_database_url)
+
+    def work() -> None:
+        with transaction(engine) as conn:
+            service.append(conn, settings, AuditRecord(action="read", subject="a"))
+            raise RuntimeError("the work failed")
+
+    with pytest.raises(RuntimeError):
+        work()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit_entry")).scalar_one() == 0
+        assert service.verify(conn, settings).ok
