@@ -206,9 +206,11 @@ class Builder:
             c = self.condition(rtype, name, value, depth)
             if c is not None:
                 conds.append(c)
-        return self.assemble(rtype, conds, r)
+        return self.assemble(rtype, conds, r, depth)
 
-    def assemble(self, rtype: str, conds: list[Cond], r: FromClause) -> list[ColumnElement[bool]]:
+    def assemble(
+        self, rtype: str, conds: list[Cond], r: FromClause, depth: int = 0
+    ) -> list[ColumnElement[bool]]:
         idx = [c for c in conds if isinstance(c, IndexCond)]
         positive = [c for c in idx if not c.negate]
         driver = min(positive, key=lambda c: c.rank) if positive else None
@@ -217,7 +219,10 @@ class Builder:
             if not isinstance(c, IndexCond):
                 out.append(c(r))
                 continue
-            i = c.table.alias()
+            # Top-level subqueries are siblings and may name the index table itself (building
+            # an alias costs more than the query on a warm index); nested ones need aliases
+            # so that they never auto-correlate to an enclosing use of the same table.
+            i = c.table if depth == 0 else c.table.alias()
             if c is driver:
                 sub = select(i.c.res_id).where(
                     i.c.res_type == rtype, i.c.param == c.param, c.frag(i)
