@@ -287,6 +287,8 @@ def _search(
     request: Request, access: AccessContext, rtype: str, params: list[tuple[str, str]]
 ) -> Response:
     params = [(k, v) for k, v in params if k != "_format"]
+    if any("\x00" in k or "\x00" in v for k, v in params):
+        raise BadRequest("search parameters must not contain NUL characters")
     with unit_of_work(_engine(request), write=False) as conn:
         svc = _svc(request, conn, access)
         return _fhir(bundles.search_bundle(svc, rtype, params, strict=_handling(request)))

@@ -25,7 +25,7 @@ from usmis.fhir import repository as repo
 from usmis.fhir.context import AccessContext, RowMeta, SystemAccess
 from usmis.fhir.errors import InvalidResource, MethodNotAllowed
 from usmis.fhir.tables import resource as resource_table
-from usmis.fhir.validation import Issue, is_resource_type, validate_resource
+from usmis.fhir.validation import ID_RE, Issue, is_resource_type, validate_resource
 from usmis.kit.crypto import Keyring
 from usmis.kit.errors import (
     BadRequest,
@@ -168,6 +168,8 @@ class FhirService:
     def search_ids(self, resource_type: str, criteria: str, *, limit: int = 2) -> list[str]:
         """Ids matching a conditional query string (``identifier=sys|val``), up to limit."""
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if "\x00" in criteria:
+            raise BadRequest("conditional criteria must not contain NUL characters")
         if not params:
             raise BadRequest("conditional criteria are empty", expression=[resource_type])
         params = [(k, v) for k, v in params if k not in ("_count", "_sort")]
@@ -184,8 +186,7 @@ class FhirService:
 
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
-        if not is_resource_type(resource_type):
-            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        _check_address(resource_type, rid)
         row = repo.get_current(self.conn, resource_type, rid)
         if row is None:
             raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
@@ -203,8 +204,7 @@ class FhirService:
         return result
 
     def vread_raw(self, resource_type: str, rid: str, vid: int) -> StoredVersion:
-        if not is_resource_type(resource_type):
-            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        _check_address(resource_type, rid)
         row = repo.get_version(self.conn, resource_type, rid, vid)
         if row is None:
             raise NotFound(
@@ -397,8 +397,7 @@ class FhirService:
 
     def delete(self, resource_type: str, rid: str) -> WriteResult | None:
         """Logical delete: a new version marked deleted; history stays.  None: already."""
-        if not is_resource_type(resource_type):
-            raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+        _check_address(resource_type, rid)
         self._check_writable(resource_type)
         current = repo.get_current(self.conn, resource_type, rid, for_update=True)
         if current is None:
@@ -439,6 +438,8 @@ class FhirService:
         offset: int = 0,
     ) -> tuple[list[StoredVersion], int]:
         action = "history" if rid else ("history-type" if resource_type else "history-system")
+        if rid is not None and resource_type is not None:
+            _check_address(resource_type, rid)
         if resource_type is not None:
             if not is_resource_type(resource_type):
                 raise NotFound(f"unknown resource type {resource_type}")
@@ -475,6 +476,7 @@ class FhirService:
         """Patient/$everything: the Patient and its compartment, one page (R4 patient-
         operation-everything).  Resources merely referenced (practitioners…) are not
         added: they are not the patient's data and are readable on their own."""
+        _check_address("Patient", patient_id)
         patient = repo.get_current(self.conn, "Patient", patient_id)
         if patient is None:
             raise NotFound(f"Patient/{patient_id} is not known", expression=["Patient"])
@@ -528,6 +530,14 @@ class FhirService:
             self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
         )
         return [WriteResult(res, True, 201, 1, ts) for res in items]
+
+
+def _check_address(resource_type: str, rid: str) -> None:
+    """404 for a type or id that cannot exist (before it reaches SQL)."""
+    if not is_resource_type(resource_type):
+        raise NotFound(f"unknown resource type {resource_type}", expression=[resource_type])
+    if not ID_RE.fullmatch(rid):
+        raise NotFound(f"{resource_type} ids are [A-Za-z0-9-.]{{1,64}}", expression=["id"])
 
 
 def _reroot(issue: Issue, rtype: Any, root: str) -> Issue:

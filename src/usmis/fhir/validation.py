@@ -42,6 +42,9 @@ DATETIME_RE = re.compile(
 INSTANT_RE = re.compile(rf"{_YEAR}-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T{_TIME}{_TZ}")
 TIME_RE = re.compile(_TIME)
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# R4 datatypes.html#string: no code points below 32 except tab, CR, LF.  NUL also cannot
+# be stored in PostgreSQL text (index values), so it is refused here, as input.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 _PRIMITIVE_RE: dict[type, tuple[re.Pattern[str], str]] = {
     FHIRDate: (DATE_RE, "date"),
@@ -193,6 +196,8 @@ def _check_value(typ: type, value: Any, path: str, out: list[Issue]) -> None:
             out.append(Issue(path, "must be a string", "structure"))
         elif not value.strip():
             out.append(Issue(path, "must not be empty or blank", "value"))
+        elif CONTROL_RE.search(value):
+            out.append(Issue(path, "must not contain control characters", "value"))
     elif typ is bool:
         if not isinstance(value, bool):
             out.append(Issue(path, "must be a boolean", "structure"))
