@@ -119,8 +119,10 @@ def _prefer(request: Request) -> str:
 
 
 def _handling(request: Request) -> bool:
-    """Prefer: handling=lenient|strict (search); strict is the default here."""
-    return "handling=lenient" not in request.headers.get("prefer", "")
+    """Prefer: handling=strict|lenient (R4 search.html#errors).  Lenient is the default:
+    unknown parameters are ignored and reported in an OperationOutcome entry, as real
+    clients send vendor parameters (fhirpy sends ``_totalMethod``)."""
+    return "handling=strict" in request.headers.get("prefer", "")
 
 
 def _write_response(request: Request, result: WriteResult, base: str) -> Response:
