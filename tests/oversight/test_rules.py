@@ -106,9 +106,11 @@ def test_impossible_day_patients_and_minutes(tmp_path: Path) -> None:
     found = {f["practitioner_id"]: f for f in run(b, tmp_path, "impossible_day")}
     assert set(found) == {"DR1", "DR3"}
     assert found["DR1"]["detail"] == "patients"
-    assert found["DR1"]["amount_at_risk"] == pytest.approx(200_000 * (1 - 24 / 200))
+    # the whole impossible day is at risk
+    assert found["DR1"]["amount_at_risk"] == pytest.approx(200_000)
+    assert len(found["DR1"]["item_ids"]) == 200
     assert found["DR3"]["detail"] == "minutes"
-    assert found["DR3"]["amount_at_risk"] == pytest.approx(40_000 * (1 - 480 / 960))
+    assert found["DR3"]["amount_at_risk"] == pytest.approx(40_000)
 
 
 def test_two_places_strictly_inside_stay_and_true_overlaps_only(tmp_path: Path) -> None:
@@ -153,8 +155,14 @@ def test_duplicate_billing_within_and_across_systems(tmp_path: Path) -> None:
     b.claim("c1", "x", "PC", "2025-05-02", "VISIT", 1000)
     b.claim("i1", "x", "PC", "2025-05-03", "INJ", 200)
     b.claim("i2", "x", "PC", "2025-05-03", "INJ", 200)
+    # a lab test billed by the laboratory and again by the ordering polyclinic
+    b.org("LAB", "lab")
+    b.tariff("CBC", 2100, kind="lab")
+    b.claim("lab-1", "x", "PC", "2025-06-01", "CBC", 2100, kind="lab", billing_system="ehr-b")
+    b.claim("lab-2", "x", "LAB", "2025-06-01", "CBC", 2100, kind="lab", billing_system="lis")
     found = {f["item_ids"][0]: f for f in run(b, tmp_path, "duplicate_billing")}
-    assert set(found) == {"a2", "b2"}
+    assert set(found) == {"a2", "b2", "lab-1"}
+    assert found["lab-1"]["provider_id"] == "PC"
     assert found["a2"]["detail"] == "within_system"
     assert found["b2"]["detail"] == "across_systems"
     assert found["b2"]["amount_at_risk"] == pytest.approx(1000)
@@ -249,8 +257,8 @@ def test_upcoding_flags_outlier_but_shrinks_small_providers(tmp_path: Path) -> N
     assert [f["provider_id"] for f in found] == ["UP"]
     (f,) = found
     assert len(f["item_ids"]) == 120
-    # excess ≈ 120 - 200 × 0.2 = 80 cases × 300,000 uplift
-    assert f["amount_at_risk"] == pytest.approx(80 * 300_000, rel=0.05)
+    # peer median share of providers with >= 20 cases: 0.205; the expensive payments beyond it
+    assert f["amount_at_risk"] == pytest.approx(120 * 400_000 * (1 - 200 * 0.205 / 120))
     assert 0.5 < f["likelihood"] <= 1
 
 

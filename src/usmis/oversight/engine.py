@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from usmis.oversight.catalogue import FINDING_COLUMNS, Rule
 from usmis.oversight.extract.schema import TABLES
-from usmis.oversight.extract.writer import table_parts
+from usmis.oversight.extract.writer import increments, table_parts
 
 # Views every rule may use besides the extract tables themselves.
 _HELPER_VIEWS = """
@@ -36,11 +36,16 @@ WITH d AS (
            arg_min(source_system, event_date) AS emigration_source,
            arg_min(source_record_id, event_date) AS emigration_record
     FROM life_events WHERE event = 'emigration' GROUP BY person_key
+), p AS (
+    -- several source records may describe one linked person: one row per person
+    SELECT person_key, mode(sex) AS sex, mode(birth_year) AS birth_year,
+           mode(birth_month) AS birth_month, mode(region) AS region
+    FROM persons GROUP BY person_key
 )
 SELECT p.person_key, p.sex, p.birth_year, p.birth_month, p.region,
        d.death_date, d.death_source, d.death_record,
        e.emigration_date, e.emigration_source, e.emigration_record
-FROM persons p
+FROM p
 LEFT JOIN d USING (person_key)
 LEFT JOIN e USING (person_key);
 """
@@ -69,7 +74,7 @@ def open_extract(
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
                 continue
             files = ", ".join(f"'{p.as_posix()}'" for p in parts)
-            if len(parts) == 1:
+            if increments(parts) == 1:
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
             else:
                 # Incremental parts: the newest version of each source record wins.

@@ -77,14 +77,22 @@ def conform(name: str, data: pa.Table | dict[str, list[Any]] | list[dict[str, An
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def write_part(root: Path, name: str, table: pa.Table, seq: int) -> Path:
-    """Write one part of a table (already conformed) and return its path."""
+def write_part(root: Path, name: str, table: pa.Table, seq: int, chunk: int = 0) -> Path:
+    """Write one part of a table (already conformed) and return its path.
+
+    ``seq`` numbers the increment (one per extract run), ``chunk`` the file within it.
+    """
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"part-{seq:05d}.parquet"
+    path = folder / f"part-{seq:05d}-{chunk:05d}.parquet"
     pq.write_table(table, path, compression="zstd")
     return path
 
 
 def table_parts(root: Path, name: str) -> list[Path]:
     return sorted((root / name).glob("part-*.parquet"))
+
+
+def increments(parts: list[Path]) -> int:
+    """How many extract runs wrote these parts (more than one: versions must be merged)."""
+    return len({p.name.split("-")[1] for p in parts})

@@ -1,8 +1,12 @@
 -- ineligible_practitioner: services billed under a practitioner who could not provide them
--- that day: no licence valid on the date, not employed by the billing provider on the date,
--- or dead (strictly before the service date, as for patients).
+-- that day: dead (strictly before the service date, as for patients), no licence valid on
+-- the date, or not employed there.  Services and lab tests count (a lab test is billed under
+-- the practitioner who ordered it); drug lines name the prescriber and are left out.  For a
+-- service the practitioner must be employed by the billing provider; for a lab test billed
+-- by the laboratory, by some provider.
 WITH lines AS (
-    SELECT c.* FROM claims c WHERE c.practitioner_id IS NOT NULL
+    SELECT c.* FROM claims c
+    WHERE c.practitioner_id IS NOT NULL AND c.kind IN ('service', 'lab')
 ), licensed AS (
     SELECT DISTINCT l.claim_id FROM lines l
     JOIN licences x ON x.practitioner_id = l.practitioner_id
@@ -10,7 +14,8 @@ WITH lines AS (
                    AND (x.valid_to IS NULL OR l.service_date <= x.valid_to)
 ), employed AS (
     SELECT DISTINCT l.claim_id FROM lines l
-    JOIN employments e ON e.practitioner_id = l.practitioner_id AND e.org_id = l.provider_id
+    JOIN employments e ON e.practitioner_id = l.practitioner_id
+                      AND (e.org_id = l.provider_id OR l.kind = 'lab')
                       AND l.service_date >= e.start_date
                       AND (e.end_date IS NULL OR l.service_date <= e.end_date)
 ), hits AS (
@@ -27,7 +32,7 @@ WITH lines AS (
     LEFT JOIN licensed lic ON lic.claim_id = l.claim_id
     LEFT JOIN employed emp ON emp.claim_id = l.claim_id
 )
-SELECT provider_id, practitioner_id, NULL::VARCHAR AS person_key,
+SELECT mode(provider_id) AS provider_id, practitioner_id, NULL::VARCHAR AS person_key,
        min(service_date) AS period_start, max(service_date) AS period_end,
        list(claim_id ORDER BY claim_id) AS item_ids,
        to_json(struct_pack(reason := why, practitioner_death := any_value(death_date),
@@ -35,11 +40,12 @@ SELECT provider_id, practitioner_id, NULL::VARCHAR AS person_key,
                            sample_claims := list(struct_pack(
                                source_system := source_system,
                                source_record_id := source_record_id, claim_id := claim_id,
-                               date := service_date, code := code, amount := amount)
+                               provider := provider_id, date := service_date, code := code,
+                               amount := amount)
                                ORDER BY claim_id)[1:$evidence_rows]))::VARCHAR AS evidence,
        sum(amount) AS amount_at_risk,
        CASE why WHEN 'dead' THEN $likelihood_dead WHEN 'unlicensed' THEN $likelihood_unlicensed
                 ELSE $likelihood_not_employed END AS likelihood,
        count(*)::DOUBLE AS score, why AS detail
 FROM hits WHERE why IS NOT NULL
-GROUP BY provider_id, practitioner_id, why
+GROUP BY practitioner_id, why
