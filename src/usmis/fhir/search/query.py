@@ -53,7 +53,7 @@ Restrict = ColumnElement[bool] | Callable[[FromClause], ColumnElement[bool] | No
 CONTROL = frozenset(
     {
         "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
-        "_cursor", "_format", "_pretty",
+        "_cursor", "_format", "_pretty", "_totalMethod",
     }
 )  # fmt: skip
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")

@@ -243,6 +243,10 @@ def _parse(rtype: str, params: list[tuple[str, str]], b: Builder) -> _Request:
             if value not in ("none", "estimate", "accurate"):
                 raise bad("_total must be none, estimate or accurate", "_total")
             req.total = value
+        elif base == "_totalMethod":  # fhirpy/Aidbox spelling: count | estimate | none
+            if value not in ("count", "estimate", "none"):
+                raise bad("_totalMethod must be count, estimate or none", "_totalMethod")
+            req.total = "accurate" if value == "count" else value
         elif base == "_summary":
             if value not in SUMMARY:
                 raise bad("_summary must be true, text, data, count or false", "_summary")
