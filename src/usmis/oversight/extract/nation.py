@@ -57,7 +57,8 @@ class Nation:
 
     def files(self, source_id: str) -> list[Path]:
         src = self.sources.get(source_id)
-        return [self.root / f for f in (src or {}).get("files", [])]
+        # a file listed twice is read once
+        return [self.root / f for f in dict.fromkeys((src or {}).get("files", []))]
 
     def rows(self, source_id: str) -> Iterator[Row]:
         """Rows of a file source as {column: text}; undecodable or ragged rows skipped."""
@@ -339,7 +340,7 @@ def _fhir_conditions(nation: Nation, alias: Any) -> list[Row]:
                 if res.get("resourceType") == "Patient" and entry.get("fullUrl"):
                     for ident in res.get("identifier") or []:
                         if isinstance(ident, dict) and ident.get("system") == patient_system:
-                            local_of[entry["fullUrl"]] = ident.get("value")
+                            local_of[entry["fullUrl"]] = str(ident.get("value"))
             for entry in entries:
                 res = entry.get("resource") or {}
                 if res.get("resourceType") != "Condition":

@@ -67,12 +67,15 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
     try:
         with transaction(engine) as conn:
             since = None if full else repo.get_watermark(conn, name)
+            if since is not None and since.tzinfo is None:  # SQLite keeps naive UTC
+                since = since.replace(tzinfo=UTC)
             manifest = None if full else read_manifest(root)
             if manifest is None and root.exists():
                 shutil.rmtree(root)
                 since = None
-            links = dict(conn.execute(
-                sa.select(mpi_link.c.patient_id, mpi_link.c.person_key)))
+            # The patient index's current links, read in bulk (one query, not one per record).
+            links = {r.patient_id: r.person_key for r in conn.execute(
+                sa.select(mpi_link.c.patient_id, mpi_link.c.person_key))}
             svc = FhirService(conn, keyring_for(settings.resolved_key_file))
 
             def person_of(patient_id: str | None) -> str | None:
@@ -97,6 +100,8 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
             for rtype in TYPES[1:]:
                 for res in svc.iter_resources(rtype, since=since):
                     stamp = _last_updated(res)
+                    if since is not None and stamp is not None and stamp <= since:
+                        continue  # already in an earlier increment
                     if stamp and (newest is None or stamp > newest):
                         newest = stamp
                     _map(rtype, res, rows, person_of, org_of, stamp)

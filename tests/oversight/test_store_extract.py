@@ -1,0 +1,115 @@
+"""The production extract: FHIR store + patient index → pseudonymised Parquet, incremental."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from usmis.config import Settings
+from usmis.fhir.service import FhirService
+from usmis.kit.crypto import keyring_for
+from usmis.kit.db import make_engine, transaction
+from usmis.mpi.service import link_source_patient
+from usmis.oversight.catalogue import load_catalogue
+from usmis.oversight.engine import open_extract, run_rule
+from usmis.oversight.extract.store import build_store_extract
+from usmis.oversight.extract.writer import read_manifest, table_parts
+from usmis.oversight.service import extract_dir
+from usmis.oversight.tables import oversight_pseudonym
+
+SRC = "https://usmis.kz/sid/source"
+IIN = "https://usmis.kz/sid/iin"
+
+
+def patient(source: str, local: str, *, deceased: str | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": f"{SRC}/{source}/patient", "value": local},
+                       {"system": IIN, "value": "850101300128"}],
+        "name": [{"family": "Тестова", "given": ["Айгуль"]}],
+        "gender": "female", "birthDate": "1985-01-01",
+        "address": [{"city": "Алматы", "state": "г. Алматы"}],
+    }
+    if deceased:
+        res["deceasedDateTime"] = deceased
+    return res
+
+
+def claim(source: str, cid: str, patient_id: str, org_id: str, day: str,
+          code: str = "A01.001", amount: float = 3500) -> dict[str, Any]:
+    return {
+        "resourceType": "Claim", "status": "active",
+        "identifier": [{"system": f"{SRC}/{source}/claim", "value": cid}],
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                             "code": "professional"}]},
+        "use": "claim", "patient": {"reference": f"Patient/{patient_id}"},
+        "created": day, "provider": {"reference": f"Organization/{org_id}"},
+        "priority": {"coding": [{"code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": True,
+                       "coverage": {"display": "compulsory social health insurance"}}],
+        "item": [{"sequence": 1,
+                  "productOrService": {"coding": [{"system": "https://usmis.kz/cs/tariff",
+                                                   "code": code}]},
+                  "servicedDate": day, "quantity": {"value": 1},
+                  "net": {"value": amount, "currency": "KZT"}}],
+    }
+
+
+def test_store_extract_is_pseudonymised_linked_and_incremental(settings: Settings) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    keys = keyring_for(settings.resolved_key_file)
+    with transaction(engine) as conn:
+        svc = FhirService(conn, keys)
+        org = svc.create({"resourceType": "Organization", "name": "Polyclinic 1",
+                          "identifier": [{"system": "https://usmis.kz/sid/bin",
+                                          "value": "123456789012"}],
+                          "address": [{"state": "г. Алматы"}]}).resource["id"]
+        a = svc.create(patient("ehr_a", "a-1", deceased="2025-03-10")).resource["id"]
+        b = svc.create(patient("ehr_b", "b-7")).resource["id"]
+        person_a = link_source_patient(conn, settings, a)
+        person_b = link_source_patient(conn, settings, b)
+        svc.create(claim("ehr_a", "c1", a, org, "2025-04-01"))
+        svc.create(claim("ehr_b", "c2", b, org, "2025-04-01"))
+    assert person_a == person_b  # same valid IIN, same person: one linked person
+
+    manifest = build_store_extract(settings, as_of=date(2025, 12, 31))
+    root = extract_dir(settings)
+    assert manifest.builder == "store"
+    assert manifest.rows["claims"] == 2
+    claims = pq.read_table(table_parts(root, "claims")[0]).to_pylist()
+    keys_in_extract = {c["person_key"] for c in claims}
+    assert len(keys_in_extract) == 1  # linked across the two systems
+    (pseudo,) = keys_in_extract
+    assert pseudo != person_a  # never the patient index's own key
+    assert {c["provider_id"] for c in claims} == {"123456789012"}
+    persons = pq.read_table(table_parts(root, "persons")[0])
+    assert "iin" not in persons.column_names
+    assert set(persons.column("birth_year").to_pylist()) == {1985}
+    with transaction(engine) as conn:
+        mapped = conn.execute(select(oversight_pseudonym.c.person_key)
+                              .where(oversight_pseudonym.c.pseudonym == pseudo)).scalar_one()
+    assert mapped == person_a
+
+    rules = {r.id: r for r in load_catalogue(only=["after_death", "duplicate_billing"])}
+    with open_extract(root, threads=1, memory_limit="500MB") as con:
+        dead = run_rule(con, rules["after_death"], date(2025, 12, 31)).findings.to_pylist()
+        dup = run_rule(con, rules["duplicate_billing"], date(2025, 12, 31)).findings.to_pylist()
+    assert [f["item_ids"] for f in dead] == [["ehr_a|c1", "ehr_b|c2"]]
+    assert [(f["item_ids"], f["detail"]) for f in dup] == [(["ehr_b|c2"], "across_systems")]
+
+    # Incremental: nothing changed → an empty increment; one new claim → only it is read.
+    again = build_store_extract(settings, as_of=date(2025, 12, 31))
+    assert again.rows["claims"] == 2
+    with transaction(engine) as conn:
+        FhirService(conn, keys).create(claim("ehr_a", "c3", a, org, "2025-05-01"))
+    third = build_store_extract(settings, as_of=date(2025, 12, 31))
+    assert third.rows["claims"] == 3
+    assert len(table_parts(root, "claims")) == 2
+    assert read_manifest(root) is not None
+    with open_extract(root, threads=1, memory_limit="500MB") as con:
+        dead = run_rule(con, rules["after_death"], date(2025, 12, 31)).findings.to_pylist()
+    assert dead[0]["item_ids"] == ["ehr_a|c1", "ehr_a|c3", "ehr_b|c2"]
+    engine.dispose()
