@@ -280,6 +280,15 @@ def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str
     if not isinstance(rid, str) or not rid:
         raise ValueError("resource has no id")
     out: dict[str, list[Row]] = {}
+    memo: dict[str, str] = {}
+
+    def blind(value: str) -> str:
+        # name words recur across name/family/given and address parts: HMAC each once
+        h = memo.get(value)
+        if h is None:
+            h = memo[value] = hmac(value)
+        return h
+
     for p, extract in _plan(resource_type):
         els: list[Json] = []
         for steps in p.paths:
@@ -287,7 +296,7 @@ def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str
         if not els:
             continue
         rows = out.setdefault(p.table, [])
-        for row in extract(p, els, hmac):
+        for row in extract(p, els, blind):
             row["res_type"] = resource_type
             row["res_id"] = rid
             row["param"] = p.name

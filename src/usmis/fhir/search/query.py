@@ -81,7 +81,7 @@ IndexFrag = Callable[[FromClause], ColumnElement[bool]]
 @dataclass
 class IndexCond:
     table: Table
-    param: str  # the storage parameter name in the index
+    param: tuple[str, ...]  # the storage parameter name(s) in the index
     frag: IndexFrag  # condition on the index alias (includes alias filters)
     negate: bool
     rank: int
@@ -225,12 +225,12 @@ class Builder:
             i = c.table if depth == 0 else c.table.alias()
             if c is driver:
                 sub = select(i.c.res_id).where(
-                    i.c.res_type == rtype, i.c.param == c.param, c.frag(i)
+                    i.c.res_type == rtype, param_is(i, c.param), c.frag(i)
                 )
                 out.append(self.rid(r).in_(sub))
                 continue
             ex = exists().where(
-                i.c.res_type == rtype, i.c.res_id == self.rid(r), i.c.param == c.param, c.frag(i)
+                i.c.res_type == rtype, i.c.res_id == self.rid(r), param_is(i, c.param), c.frag(i)
             )
             out.append(not_(ex) if c.negate else ex)
         return out
@@ -349,7 +349,7 @@ class Builder:
             return or_(*(and_(i.c.target_type == t, i.c.target_id.in_(s)) for t, s in frags))
 
         return IndexCond(
-            INDEX_TABLES["fhir_idx_reference"], p.storage_name, frag, False, _RANK["reference"]
+            INDEX_TABLES["fhir_idx_reference"], (p.storage_name,), frag, False, _RANK["reference"]
         )
 
     # -- one parameter of the index tables -------------------------------------------------
@@ -359,7 +359,7 @@ class Builder:
         if modifier == "missing":
             if value not in ("true", "false"):
                 raise bad(":missing takes true or false", name)
-            return IndexCond(table, p.storage_name, alias_filter, value == "true", 3)
+            return IndexCond(table, p.storage_names, alias_filter, value == "true", 3)
         if value == "":
             raise bad("empty value", name)
         values = split_escaped(value, ",")
@@ -387,7 +387,7 @@ class Builder:
         def frag(i: FromClause) -> ColumnElement[bool]:
             return and_(alias_filter(i), or_(*(f(i) for f in parts)))
 
-        return IndexCond(table, p.storage_name, frag, negate, _RANK.get(p.type, 3))
+        return IndexCond(table, p.storage_names, frag, negate, _RANK.get(p.type, 3))
 
     def no_modifier(self, p: SearchParam, name: str, modifier: str) -> None:
         if modifier:
@@ -452,6 +452,7 @@ class Builder:
             raise bad("empty value", name)
         first, others = hs[0], hs[1:]
         tok = INDEX_TABLES["fhir_idx_token"]
+        names = p.storage_names
 
         def frag(i: FromClause) -> ColumnElement[bool]:
             more = []
@@ -461,7 +462,7 @@ class Builder:
                     exists().where(
                         j.c.res_type == i.c.res_type,
                         j.c.res_id == i.c.res_id,
-                        j.c.param == i.c.param,
+                        param_is(j, names),
                         j.c.code == h,
                     )
                 )
@@ -629,11 +630,15 @@ class Builder:
             .where(
                 i.c.res_type == rtype,
                 i.c.res_id == self.rid(r),
-                i.c.param == p.storage_name,
+                param_is(i, p.storage_names),
                 _alias_filter(p)(i),
             )
             .scalar_subquery()
         )
+
+
+def param_is(i: FromClause, names: tuple[str, ...]) -> ColumnElement[bool]:
+    return i.c.param == names[0] if len(names) == 1 else i.c.param.in_(names)
 
 
 def _alias_filter(p: SearchParam) -> IndexFrag:

@@ -42,11 +42,12 @@ TABLE_OF_TYPE = {
 }
 
 PERSON_TYPES = frozenset({"Patient", "Practitioner", "RelatedPerson", "Person"})
-IDENTIFYING = frozenset(
+# On person types every non-reference parameter is blind except these (allow-list, so a
+# parameter added later is private by default).
+NOT_IDENTIFYING = frozenset(
     {
-        "identifier", "name", "family", "given", "phonetic", "telecom", "phone", "email",
-        "address", "address-city", "address-country", "address-postalcode", "address-state",
-        "birthdate", "death-date",
+        "gender", "active", "deceased", "address-use", "language", "communication",
+        "relationship", "_tag", "_security", "_profile", "_source",
     }
 )  # fmt: skip
 
@@ -59,6 +60,7 @@ address-state s address.state
 address-use t address.use
 """
 _PERSON_NAME = """
+~name-other s name.text|name.prefix|name.suffix
 email t telecom[system=email]
 family s name.family
 given s name.given
@@ -527,6 +529,11 @@ class SearchParam:
     def storage_name(self) -> str:
         return self.stored_as or self.name
 
+    @property
+    def storage_names(self) -> tuple[str, ...]:
+        """Index ``param`` values holding this parameter's rows (a union for combo params)."""
+        return tuple(self.stored_as.split(",")) if self.stored_as else (self.name,)
+
 
 def _parse_path(text: str, ptype: str) -> list[tuple[PathStep, ...]]:
     steps: list[list[PathStep]] = [[]]
@@ -558,7 +565,9 @@ def _compile(rtype: str, spec: str) -> dict[str, SearchParam]:
         paths: list[tuple[PathStep, ...]] = []
         for p in path_text.split("|"):
             paths.extend(_parse_path(p, ptype))
-        blind = name == "identifier" or (rtype in PERSON_TYPES and name in IDENTIFYING)
+        blind = name == "identifier" or (
+            rtype in PERSON_TYPES and ptype != "reference" and name not in NOT_IDENTIFYING
+        )
         table = "fhir_idx_token" if blind else TABLE_OF_TYPE[ptype]
         out[name] = SearchParam(rtype, name, ptype, tuple(paths), targets, blind, table=table)
     return _alias(out)
@@ -590,10 +599,23 @@ def _alias(params: dict[str, SearchParam]) -> dict[str, SearchParam]:
                 if other.type == "token" and other.paths == (bare,) and where[0] == "system":
                     out[name] = _replace(p, stored_as=other.name, fixed_system=where[1])
                     break
-        elif p.type == "string" and name == "phonetic":
+        elif p.type == "string" and name in ("name", "phonetic") and "~name-other" in params:
+            # a person's name = family + given + the rest (no extra rows for the whole name);
             # no phonetic algorithm: phonetic searches the name tokens
+            out[name] = _replace(p, stored_as="family,given,~name-other")
+        elif p.type == "string" and name == "phonetic":
             if "name" in params and params["name"].paths == p.paths:
                 out[name] = _replace(p, stored_as="name")
+        elif len(p.paths) > 1 and p.type in ("token", "quantity"):
+            # combo-code = code + component-code: query both instead of storing twice
+            parts = [
+                o.name
+                for o in params.values()
+                if o.name != name and o.type == p.type and set(o.paths) <= set(p.paths)
+            ]
+            covered = [path for n in parts for path in params[n].paths]
+            if parts and sorted(map(repr, covered)) == sorted(map(repr, p.paths)):
+                out[name] = _replace(p, stored_as=",".join(parts))
     return out
 
 
