@@ -81,6 +81,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    from sqlalchemy.pool import QueuePool
+
     from usmis.access.endpoints import router as access_router
     from usmis.audit.endpoints import router as audit_router
     from usmis.fhir.endpoints import router as fhir_router
@@ -92,7 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from usmis.web.endpoints import router as web_router
 
     settings.ensure_data_dir()
-    engine = make_engine(settings.resolved_database_url)
+    url = settings.resolved_database_url
+    # A pooled SQLite engine: connections stay open between requests (see make_engine).
+    engine = make_engine(url, poolclass=QueuePool) if url.startswith("sqlite") else make_engine(url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

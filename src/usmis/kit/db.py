@@ -37,7 +37,10 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings each backend needs."""
     if url.startswith("sqlite"):
         # One file, many readers, one writer: WAL + a generous busy timeout.
-        engine = create_engine(url, poolclass=NullPool, **kwargs)
+        # NullPool by default; long-lived servers pass poolclass=QueuePool, since closing
+        # the last WAL connection checkpoints (~30 ms per request otherwise).
+        kwargs.setdefault("poolclass", NullPool)
+        engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

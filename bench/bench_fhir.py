@@ -1,0 +1,423 @@
+"""FHIR store benchmark (issue 3): ingest throughput, the raw-insert floor, search latency.
+
+Workload, per backend (SQLite file; PostgreSQL when --pg-url is given):
+
+1. load 200 transaction Bundles of 31 resources (Patient + 5 Encounter + 5 Condition +
+   20 Observation, urn:uuid references) through the real HTTP API of ``usmis serve``
+   (uvicorn, --server-workers processes) with 1 and with 4 concurrent clients; encryption,
+   validation, search indexing and (if present) policy + audit are all on;
+2. the floor, in the same run: the same resource JSON inserted raw (one table, one row
+   per resource, 31 rows per transaction) into the same database, 1 and 4 clients;
+3. grow the store to --search-size resources (in-process loader, same service code), then
+   time Patient?identifier=, Observation?patient=&code= and Patient/$everything over HTTP
+   (median, p95).
+
+Prints the machine (cores, RAM) and all figures; no pass/fail.
+
+    .venv/bin/python bench/bench_fhir.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parent.parent
+IIN = "https://usmis.kz/sid/iin"
+LOINC = ["8867-4", "8480-6", "8462-4", "2708-6", "8310-5", "29463-7", "8302-2", "2339-0"]
+ICD = ["I10", "E11.9", "J06.9", "K29.7", "M54.5", "J45.9", "N39.0", "I25.1"]
+FAMILIES = ["Ахметов", "Смагулова", "Иванов", "Нурланова", "Ким", "Сейткали", "Жумабаев"]
+
+
+# ------------------------------------------------------------------ workload
+def make_bundle(rng: random.Random, n: int) -> tuple[dict[str, Any], str]:
+    """One transaction Bundle of 31 resources; returns it and the Patient's IIN."""
+    iin = f"{rng.randrange(10**11, 10**12)}"
+    p = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+    entries: list[dict[str, Any]] = [{
+        "fullUrl": p,
+        "resource": {
+            "resourceType": "Patient",
+            "identifier": [{"system": IIN, "value": iin},
+                           {"system": "https://usmis.kz/sid/source/bench/patient",
+                            "value": f"b{n}"}],
+            "name": [{"family": rng.choice(FAMILIES), "given": ["Test"]}],
+            "telecom": [{"system": "phone", "value": f"+7701{rng.randrange(10**7):07d}"}],
+            "gender": rng.choice(["male", "female"]),
+            "birthDate": f"{rng.randrange(1940, 2020)}-0{rng.randrange(1, 10)}-1{rng.randrange(9)}",
+        },
+        "request": {"method": "POST", "url": "Patient"},
+    }]
+    encs = []
+    for _ in range(5):
+        e = f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}"
+        encs.append(e)
+        entries.append({
+            "fullUrl": e,
+            "resource": {
+                "resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                          "code": "AMB"},
+                "subject": {"reference": p},
+                "period": {"start": f"2024-0{rng.randrange(1, 10)}-1{rng.randrange(10)}"},
+            },
+            "request": {"method": "POST", "url": "Encounter"},
+        })
+    for i in range(5):
+        entries.append({
+            "resource": {
+                "resourceType": "Condition",
+                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/"
+                                               "CodeSystem/condition-clinical",
+                                               "code": "active"}]},
+                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10",
+                                     "code": rng.choice(ICD)}]},
+                "subject": {"reference": p}, "encounter": {"reference": encs[i]},
+                "recordedDate": "2024-05-01",
+            },
+            "request": {"method": "POST", "url": "Condition"},
+        })
+    for i in range(20):
+        entries.append({
+            "resource": {
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": rng.choice(LOINC)}]},
+                "subject": {"reference": p}, "encounter": {"reference": encs[i % 5]},
+                "effectiveDateTime": f"2024-0{rng.randrange(1, 10)}-1{rng.randrange(10)}",
+                "valueQuantity": {"value": round(rng.uniform(1, 200), 1), "unit": "u",
+                                  "system": "http://unitsofmeasure.org", "code": "1"},
+            },
+            "request": {"method": "POST", "url": "Observation"},
+        })
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}, iin
+
+
+# ------------------------------------------------------------------ environment
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def machine() -> str:
+    mem = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return f"{os.cpu_count()} cores, {mem} GiB RAM, Python {sys.version.split()[0]}"
+
+
+class Backend:
+    def __init__(self, kind: str, pg_url: str, workdir: Path) -> None:
+        self.kind = kind
+        self.data_dir = workdir / f"data-{kind}"
+        self.data_dir.mkdir(parents=True)
+        self.dbname = ""
+        if kind == "sqlite":
+            self.url = f"sqlite:///{self.data_dir / 'usmis.db'}"
+        else:
+            self.dbname = f"usmis_bench_{os.getpid()}"
+            admin = create_engine(pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{self.dbname}"'))
+                c.execute(text(f'CREATE DATABASE "{self.dbname}"'))
+            admin.dispose()
+            self.admin_url = pg_url
+            self.url = make_url(pg_url).set(database=self.dbname).render_as_string(
+                hide_password=False)
+        from usmis.kit.db import upgrade
+
+        upgrade(self.url)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "USMIS_DATA_DIR": str(self.data_dir),
+                "USMIS_DATABASE_URL": self.url, "USMIS_LOG_LEVEL": "WARNING"}
+
+    def settings(self) -> Any:
+        from usmis.config import Settings
+
+        return Settings(data_dir=self.data_dir, database_url=self.url)
+
+    def drop(self) -> None:
+        if self.dbname:
+            admin = create_engine(self.admin_url, poolclass=NullPool,
+                                  isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'))
+            admin.dispose()
+
+
+class Server:
+    def __init__(self, backend: Backend, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "usmis"), "serve", "--port", str(self.port),
+             "--workers", str(workers)],
+            env=backend.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# ------------------------------------------------------------------ measurements
+def load_http(server: Server, token: str, bundles: list[bytes], clients: int) -> float:
+    """Resources per second for posting ``bundles`` with ``clients`` threads."""
+    queue = list(reversed(bundles))
+    lock = threading.Lock()
+    failures: list[int] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.url, timeout=300,
+                          headers={"Authorization": f"Bearer {token}",
+                                   "Content-Type": "application/fhir+json"}) as c:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                r = c.post("/fhir", content=body)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    if failures:
+        raise RuntimeError(f"{len(failures)} bundles failed: {sorted(set(failures))}")
+    return 31 * len(bundles) / dt
+
+
+def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> float:
+    """The same resource JSON inserted raw: one table, 31 rows per transaction."""
+    from usmis.kit.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS bench_raw"))
+        c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
+    docs = [[{"id": str(uuid.uuid4()), "body": orjson.dumps(e["resource"]).decode()}
+             for e in b["entry"]] for b in bundles]
+    queue = list(reversed(docs))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                rows = queue.pop()
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO bench_raw (id, body) VALUES (:id, :body)"), rows)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE bench_raw"))
+    engine.dispose()
+    return 31 * len(bundles) / dt
+
+
+def _bulk_worker(args: tuple[str, str, int, int, int]) -> int:
+    """Load ``count`` bundles in-process (same service code as the API, no HTTP)."""
+    url, key_file, seed, count, per_txn = args
+    from usmis.fhir.service import FhirService
+    from usmis.fhir.uow import unit_of_work
+    from usmis.kit.crypto import keyring_for
+    from usmis.kit.db import make_engine
+
+    engine = make_engine(url)
+    keys = keyring_for(Path(key_file))
+    rng = random.Random(seed)
+    done = 0
+    while done < count:
+        with unit_of_work(engine, write=True) as conn:
+            svc = FhirService(conn, keys)
+            for _ in range(min(per_txn, count - done)):
+                b, _iin = make_bundle(rng, seed * 10**7 + done)
+                svc.transaction(b)
+                done += 1
+    engine.dispose()
+    return done
+
+
+def grow(backend: Backend, target: int, have: int, procs: int) -> int:
+    need = max(0, (target - have) // 31)
+    if need == 0:
+        return have
+    s = backend.settings()
+    per = need // procs
+    jobs = [(backend.url, str(s.resolved_key_file), 1000 + i,
+             per + (1 if i < need % procs else 0), 10) for i in range(procs)]
+    t0 = time.perf_counter()
+    with mp.get_context("spawn").Pool(procs) as pool:
+        done = sum(pool.map(_bulk_worker, jobs))
+    dt = time.perf_counter() - t0
+    print(f"    grew by {done * 31:,} resources in {dt:.0f} s "
+          f"({done * 31 / dt:,.0f} resources/s, {procs} in-process loaders)")
+    return have + done * 31
+
+
+def latencies(server: Server, token: str, queries: list[str], warm: int = 5) -> tuple[float, float]:
+    with httpx.Client(base_url=server.url, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as c:
+        for q in queries[:warm]:
+            c.get(q)
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            r = c.get(q)
+            times.append((time.perf_counter() - t0) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"{q.split('?')[0]} -> {r.status_code}")
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+
+
+def sample_targets(backend: Backend, n: int) -> list[tuple[str, str]]:
+    """(patient id, IIN) pairs of random loaded patients (read back through the service)."""
+    from usmis.fhir.service import FhirService
+    from usmis.fhir.uow import unit_of_work
+    from usmis.kit.crypto import keyring_for
+    from usmis.kit.db import make_engine
+
+    engine = make_engine(backend.url)
+    s = backend.settings()
+    keys = keyring_for(s.resolved_key_file)
+    out = []
+    with unit_of_work(engine, write=False) as conn:
+        ids = [r[0] for r in conn.execute(text(
+            "SELECT id FROM fhir_resource WHERE resource_type = 'Patient' "
+            "ORDER BY id LIMIT 5000")).all()]
+        svc = FhirService(conn, keys)
+        for pid in random.Random(5).sample(ids, min(n, len(ids))):
+            p = svc.read("Patient", pid)
+            out.append((pid, p["identifier"][0]["value"]))
+    engine.dispose()
+    return out
+
+
+# ------------------------------------------------------------------ main
+def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
+    print(f"\n== {kind} ==")
+    backend = Backend(kind, args.pg_url, workdir)
+    try:
+        from usmis.access.tokens import issue_token
+
+        token = issue_token(backend.settings(), subject="bench", role="admin",
+                            ttl_seconds=24 * 3600)
+        rng = random.Random(42)
+        bundles = [make_bundle(rng, i)[0] for i in range(args.bundles * 2)]
+        bodies = [orjson.dumps(b) for b in bundles]
+        server = Server(backend, args.server_workers)
+        try:
+            r1 = load_http(server, token, bodies[: args.bundles], 1)
+            r4 = load_http(server, token, bodies[args.bundles:], 4)
+        finally:
+            server.stop()
+        f1 = raw_floor(backend.url, bundles[: args.bundles], 1)
+        f4 = raw_floor(backend.url, bundles[args.bundles:], 4)
+        print(f"  load {args.bundles} bundles x 31 resources (HTTP, "
+              f"{args.server_workers} server workers):")
+        print(f"    1 client : {r1:8,.0f} resources/s   raw floor {f1:8,.0f}/s   "
+              f"= {100 * r1 / f1:5.1f}% of floor")
+        print(f"    4 clients: {r4:8,.0f} resources/s   raw floor {f4:8,.0f}/s   "
+              f"= {100 * r4 / f4:5.1f}% of floor")
+        have = 2 * args.bundles * 31
+        if args.search_size > have:
+            have = grow(backend, args.search_size, have, args.loaders)
+        targets = sample_targets(backend, args.queries)
+        server = Server(backend, 1)
+        try:
+            q_ident = [f"/fhir/Patient?identifier={IIN}|{iin}" for _, iin in targets]
+            q_obs = [f"/fhir/Observation?patient={pid}&code=http://loinc.org|{LOINC[i % 8]}"
+                     for i, (pid, _) in enumerate(targets)]
+            q_all = [f"/fhir/Patient/{pid}/$everything" for pid, _ in targets]
+            print(f"  search latency at {have:,} resources ({len(targets)} queries each, "
+                  "1 client, HTTP):")
+            for name, qs in (("Patient?identifier=", q_ident),
+                             ("Observation?patient=&code=", q_obs),
+                             ("Patient/$everything", q_all)):
+                med, p95 = latencies(server, token, qs)
+                print(f"    {name:28s} median {med:6.1f} ms   p95 {p95:6.1f} ms")
+        finally:
+            server.stop()
+    finally:
+        if not args.keep:
+            backend.drop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    ap.add_argument("--pg-url", default=os.environ.get(
+        "USMIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--bundles", type=int, default=200)
+    ap.add_argument("--server-workers", type=int, default=2)
+    ap.add_argument("--search-size", type=int, default=1_000_000)
+    ap.add_argument("--loaders", type=int, default=2)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench database")
+    args = ap.parse_args()
+    print(f"bench_fhir: {machine()}")
+    print(f"workload: {args.bundles} transaction Bundles x 31 resources (1 Patient, "
+          "5 Encounter, 5 Condition, 20 Observation) per client setting; AES-256-GCM per "
+          "record, R4 validation, search indexing on")
+    workdir = Path(tempfile.mkdtemp(prefix="usmis-bench-"))
+    try:
+        kinds = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+        for kind in kinds:
+            run_backend(kind, args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
