@@ -8,7 +8,6 @@ batch bundles use conditional PUT too, but refer to other entries by logical ref
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 from typing import Any
 
@@ -25,9 +24,20 @@ TARIFF = "https://usmis.kz/cs/tariff"
 UCUM = "http://unitsofmeasure.org"
 
 
+def _uuid(n: int) -> str:
+    """A UUID string of a 128-bit number (deterministic ids for fullUrl and Bundle.id)."""
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_DAY_ISO: dict[int, str] = {}
+
+
 def iso_dt(day: int, minute: int) -> str:
-    d = date.fromordinal(day)
-    return f"{d.isoformat()}T{minute // 60:02d}:{minute % 60:02d}:00+05:00"
+    d = _DAY_ISO.get(day)
+    if d is None:
+        d = _DAY_ISO[day] = date.fromordinal(day).isoformat()
+    return f"{d}T{minute // 60:02d}:{minute % 60:02d}:00+05:00"
 
 
 def ident(source_id: str, kind: str, value: str) -> dict[str, str]:
@@ -44,7 +54,7 @@ class BundleBuilder:
         self.kinds: list[str] = []
         self._base = (src_index << 100) | (seq << 8)
         self._n = 0
-        self.id = str(uuid.UUID(int=self._base | 0xFF))
+        self.id = _uuid(self._base | 0xFF)
 
     def add(self, resource: dict[str, Any], kind: str, value: str) -> dict[str, Any]:
         """Add ``resource`` (conditional PUT on its source identifier); return a reference."""
@@ -55,7 +65,7 @@ class BundleBuilder:
             "request": {"method": "PUT", "url": f"{rtype}?identifier={system}|{value}"},
         }
         if self.type == "transaction":
-            full = f"urn:uuid:{uuid.UUID(int=self._base | self._n)}"
+            full = f"urn:uuid:{_uuid(self._base | self._n)}"
             self._n += 1
             entry = {"fullUrl": full, **entry}
             ref: dict[str, Any] = {"reference": full}

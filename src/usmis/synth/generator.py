@@ -8,6 +8,7 @@ a fixed order, so the same arguments give byte-identical output.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import itertools
 import random
@@ -261,8 +262,9 @@ class _Nation:
 
     def pid_of(self, v: View) -> str:
         """The local id a record carries: a duplicate registration half of the time."""
-        if v.dup_id and self.rng.random() < 0.5:
+        if v.dup_id and v.used and self.rng.random() < 0.5:
             return v.dup_id
+        v.used = True
         return v.local_id
 
     # -- the run -------------------------------------------------------------------------------
@@ -499,9 +501,7 @@ class _Nation:
     def _month_index(self, day: int) -> int | None:
         if day < self.start or day > self.end:
             return None
-        dd = date.fromordinal(day)
-        s = self.o.period_start
-        return (dd.year - s.year) * 12 + dd.month - s.month
+        return bisect.bisect_right(self.months, day) - 1
 
     def _instance(self, ctx: _Ctx, scheme: str, variant: str, provider_bin: str, pract: int,
                   day: int, items: list[Item], amount: float | None = None,

@@ -14,14 +14,19 @@ from usmis.synth.views import View
 _EPOCH = datetime(2000, 1, 1)
 
 
-def dtm(day: int, minute: int) -> str:
-    """HL7 DTM (YYYYMMDDHHMMSS) of an ordinal day and a minute of that day."""
-    d = date.fromordinal(day)
-    return f"{d:%Y%m%d}{minute // 60:02d}{minute % 60:02d}00"
+_DAY: dict[int, str] = {}
 
 
 def dt(day: int) -> str:
-    return f"{date.fromordinal(day):%Y%m%d}"
+    s = _DAY.get(day)
+    if s is None:
+        s = _DAY[day] = f"{date.fromordinal(day):%Y%m%d}"
+    return s
+
+
+def dtm(day: int, minute: int) -> str:
+    """HL7 DTM (YYYYMMDDHHMMSS) of an ordinal day and a minute of that day."""
+    return f"{dt(day)}{minute // 60:02d}{minute % 60:02d}00"
 
 
 def _esc(s: str) -> str:

@@ -6,6 +6,7 @@ person is being generated.  Its noise labels go to ``ground_truth/source_records
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,16 +39,22 @@ class View:
     region: str = ""
     phone: str = ""
     updates: list[str] = field(default_factory=list)
+    used: bool = False  # the first record always carries the main local id
 
 
 def _script(s: str, source: Source) -> str:
     if not s:
         return s
-    if source.script == "cyrillic_ru":
+    return _spell(s, source.script, source.upper)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _spell(s: str, script: str, upper: bool) -> str:
+    if script == "cyrillic_ru":
         s = russify(s)
-    elif source.script.startswith("latin:"):
-        s = transliterate(s, source.script.split(":", 1)[1])
-    return s.upper() if source.upper else s
+    elif script.startswith("latin:"):
+        s = transliterate(s, script.split(":", 1)[1])
+    return s.upper() if upper else s
 
 
 def mistype_invalid(iin: str, rng: random.Random) -> str:

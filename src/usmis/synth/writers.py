@@ -8,6 +8,7 @@ fraud holds whether or not a receiver salvages the broken copy.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import random
@@ -23,6 +24,19 @@ from usmis.synth.sources import Source
 
 MLLP_START = b"\x0b"
 MLLP_END = b"\x1c\x0d"
+RUSSIFY_ERRORS = "usmis_russify"
+
+
+def _russify_errors(exc: UnicodeError) -> tuple[str, int]:
+    """Encode error handler: Kazakh letters become their Russian look-alikes (cp1251 has
+    no Kazakh letters, and that is exactly what such systems store)."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return russify(exc.object[exc.start:exc.end]).encode("cp1251", "replace").decode(
+        "cp1251"), exc.end
+
+
+codecs.register_error(RUSSIFY_ERRORS, _russify_errors)
 
 
 class GroundTruthCsv:
@@ -51,10 +65,11 @@ class _Part:
     def __init__(self, path: Path, rel: str, encoding: str, binary: bool) -> None:
         self.rel = rel
         self.records = 0
-        self.bin = path.open("wb") if binary else None
+        self.bin = path.open("wb", buffering=1 << 16) if binary else None
         self.text: io.TextIOWrapper | None = None
         if not binary:
-            self.text = path.open("w", encoding=encoding, newline="")
+            self.text = path.open("w", encoding=encoding, newline="", buffering=1 << 16,
+                                  errors=RUSSIFY_ERRORS if encoding == "cp1251" else "strict")
 
     def close(self) -> None:
         if self.bin is not None:
@@ -87,12 +102,12 @@ class FeedWriter:
         self._csv: Any = None
         self._late_csv: Any = None
         self._seq = 0
-        self._russify = source.encoding == "cp1251"
+        self._keys = [k for _, k, _ in source.columns]
 
     # -- files -----------------------------------------------------------------------------
     def _open(self, name: str) -> _Part:
         rel = f"feeds/{self.source.id}/{name}"
-        binary = self.source.format in ("hl7v2",)
+        binary = self.source.format not in ("csv", "tsv")
         part = _Part(self.out / rel, rel, self.source.encoding, binary)
         self.files.append(rel)
         if self.source.format in ("csv", "tsv") and part.text is not None:
@@ -169,18 +184,16 @@ class FeedWriter:
         if not late and self.malformed_rate and self.rng.random() < self.malformed_rate:
             broken, reason = _break_bundle(bundle, data, self.rng)
             part = self._current()
-            assert part.text is not None
-            part.text.flush()
-            part.text.buffer.write(broken + b"\n")
+            assert part.bin is not None
+            part.bin.write(broken + b"\n")
             part.records += 1
             self._malformed(self.source.id, part.rel, part.records, str(bundle.get("id", "")),
                             reason)
             self.malformed_counts["Bundle"] += 1
             late = True
         part = self._late_part() if late else self._current()
-        assert part.text is not None
-        part.text.flush()
-        part.text.buffer.write(data + b"\n")
+        assert part.bin is not None
+        part.bin.write(data + b"\n")
         part.records += 1
         self.counts["Bundle"] += 1
         for k in kinds:
@@ -188,9 +201,8 @@ class FeedWriter:
 
     def resend_bundle(self, bundle: dict[str, Any]) -> None:
         part = self._current()
-        assert part.text is not None
-        part.text.flush()
-        part.text.buffer.write(orjson.dumps(bundle) + b"\n")
+        assert part.bin is not None
+        part.bin.write(orjson.dumps(bundle) + b"\n")
         part.records += 1
         self.resent["Bundle"] += 1
 
@@ -198,8 +210,6 @@ class FeedWriter:
     def row(self, values: dict[str, Any], late: bool = False, may_break: bool = True) -> None:
         """One extract row; ``values`` are keyed by the generator's internal field keys."""
         src = self.source
-        if self._russify:
-            values = {k: russify(v) if isinstance(v, str) else v for k, v in values.items()}
         if may_break and not late and self.malformed_rate and \
                 self.rng.random() < self.malformed_rate:
             self._broken_row(values)
@@ -207,12 +217,12 @@ class FeedWriter:
         part = self._late_part() if late else self._current()
         if src.format == "ndjson":
             obj = {c: values.get(k) for c, k, _ in src.columns}
-            assert part.text is not None
-            part.text.flush()
-            part.text.buffer.write(orjson.dumps(obj) + b"\n")
+            assert part.bin is not None
+            part.bin.write(orjson.dumps(obj) + b"\n")
         else:
             w = self._late_csv if late else self._csv
-            w.writerow([_cell(values.get(k)) for _, k, _ in src.columns])
+            get = values.get
+            w.writerow([get(k, "") for k in self._keys])
         part.records += 1
         self.counts["row"] += 1
 
@@ -235,9 +245,8 @@ class FeedWriter:
                 else:
                     obj[date_key] = 20240231
                     raw, reason = orjson.dumps(obj), f"wrong type: {date_key} is not a date string"
-            assert part.text is not None
-            part.text.flush()
-            part.text.buffer.write(raw + b"\n")
+            assert part.bin is not None
+            part.bin.write(raw + b"\n")
         else:
             cells = [_cell(values.get(k)) for _, k, _ in src.columns]
             assert part.text is not None
@@ -254,7 +263,8 @@ class FeedWriter:
                 part.text.flush()
                 sep = (src.delimiter or ",").encode()
                 bad = b"\x98\x98" if src.encoding == "cp1251" else b"\xc3\x28\xff"
-                enc = [c.encode(src.encoding, errors="replace") for c in cells]
+                enc = [c.encode(src.encoding, errors=RUSSIFY_ERRORS
+                                if src.encoding == "cp1251" else "strict") for c in cells]
                 enc[min(2, len(enc) - 1)] = bad
                 term = b"\r\n" if src.encoding == "cp1251" else b"\n"
                 part.text.buffer.write(sep.join(enc) + term)
