@@ -626,18 +626,24 @@ def _replace(p: SearchParam, **kw: object) -> SearchParam:
 
 
 @cache
+def _all_params(resource_type: str) -> dict[str, SearchParam]:
+    return _compile(resource_type, _COMMON + _SPEC.get(resource_type, ""))
+
+
+@cache
 def searchable_params(resource_type: str) -> dict[str, SearchParam]:
-    """All indexed parameters of ``resource_type`` (the common ``_tag`` etc. included).
+    """The search parameters of ``resource_type`` (the common ``_tag`` etc. included).
 
     ``_id`` and ``_lastUpdated`` are not listed: they are columns of the resource table.
     Types without an entry in the table get the common parameters only (``_tag``, ...).
+    Internal storage-only parameters (``~name-other``) are not listed.
     """
-    return _compile(resource_type, _COMMON + _SPEC.get(resource_type, ""))
+    return {k: v for k, v in _all_params(resource_type).items() if not k.startswith("~")}
 
 
 def stored_params(resource_type: str) -> list[SearchParam]:
     """The parameters whose values are extracted and written (aliases excluded)."""
-    return [p for p in searchable_params(resource_type).values() if not p.stored_as]
+    return [p for p in _all_params(resource_type).values() if not p.stored_as]
 
 
 SEARCHABLE_TYPES = tuple(sorted(_SPEC))
