@@ -58,11 +58,23 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = typer.Option(1, help="uvicorn worker processes (stateless; scale out freely)"),
+    migrate: bool = typer.Option(True, help="bring the schema up to date first (first run)"),
 ) -> None:
     """Serve the FHIR API, the admin API and the portals."""
     import uvicorn
 
-    uvicorn.run("usmis.app:create_app", factory=True, host=host, port=port, workers=workers)
+    from usmis.kit.crypto import keyring_for
+    from usmis.kit.db import upgrade
+
+    s = Settings()
+    s.ensure_data_dir()
+    if migrate:  # idempotent; makes the embedded SQLite file on a fresh machine
+        upgrade(s.resolved_database_url)
+    keyring_for(s.resolved_key_file)  # create the key file (mode 600) before workers race
+    uvicorn.run(
+        "usmis.app:create_app", factory=True, host=host, port=port, workers=workers,
+        log_level=s.log_level.lower(),
+    )
 
 
 def main() -> None:
