@@ -47,7 +47,8 @@ from usmis.fhir.search.registry import SearchParam, searchable_params
 from usmis.fhir.search.tables import INDEX_TABLES
 from usmis.kit.errors import BadRequest
 
-Restrict = ColumnElement[bool] | Callable[[FromClause], ColumnElement[bool] | None] | None
+# The callable form receives the resource table or an alias of it (chains, _has).
+Restrict = ColumnElement[bool] | Callable[[Any], ColumnElement[bool] | None] | None
 
 # Result-shaping parameters (handled by the service, not filters).
 CONTROL = frozenset(
