@@ -246,9 +246,9 @@ class RequestAccess:
         conn = self._lookup()
         p = self.principal
         state = _State()
-        state.blocked = repo.is_blocked(conn, p.subject)
         if p.role in GUARDED_ROLES:
-            state.usage = repo.usage_patients(conn, p.subject, hour_key(self.now))
+            # Only guarded roles are ever blocked; one round trip for block + usage.
+            state.blocked, state.usage = repo.guard_state(conn, p.subject, hour_key(self.now))
         if p.role is Role.PATIENT and p.patient_id:
             state.own_patients = frozenset(repo.linked_patient_ids(conn, [p.patient_id]))
         if self._own is not None and self._conn is None:

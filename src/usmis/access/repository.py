@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -90,11 +91,14 @@ def consent_rules_for(conn: Connection, patient_ids: list[str]) -> list[RowMappi
 
 
 # --- the patient index (one person, several source Patients) ------------------------
+@cache
 def _mpi_link() -> Table | None:
     """``mpi_link`` (patient_id → person_key) when the mpi domain is installed."""
-    from usmis.kit.db import load_all_tables
-
-    return load_all_tables().tables.get("mpi_link")
+    try:
+        from usmis.mpi.tables import link
+    except ImportError:
+        return None
+    return link
 
 
 def linked(patients: Select[Any]) -> Select[Any]:
@@ -236,6 +240,22 @@ def usage_patients(conn: Connection, subject: str, hour: str) -> set[str]:
                .scalars())
 
 
+def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, set[str]]:
+    """(blocked?, patients touched this hour) in one round trip."""
+    from sqlalchemy import literal, union_all
+
+    b, u = t.block.c, t.usage.c
+    rows = conn.execute(
+        union_all(
+            select(literal("b", String), b.subject).where(
+                b.subject == subject, b.cleared_at.is_(None)
+            ),
+            select(literal("u", String), u.patient_id).where(u.subject == subject, u.hour == hour),
+        )
+    ).all()
+    return any(k == "b" for k, _ in rows), {v for k, v in rows if k == "u"}
+
+
 def add_usage(conn: Connection, subject: str, hour: str, patient_ids: list[str]) -> None:
     if not patient_ids:
         return
@@ -306,6 +326,27 @@ def visibility_predicate(
     Mirrors :func:`usmis.access.policy.decide_row` so searches, totals, _include,
     $everything, history and exports hide exactly what a read would refuse.
     """
+    by_role = _role_predicate(
+        principal, table, now=now, encounter_days=encounter_days, own_patients=own_patients,
+        categories=categories,
+    )
+    # SMART scopes narrow searches too (also _include targets): types without r/s drop out.
+    readable = {s.resource_type for s in principal.scopes if s.interactions & {"r", "s"}}
+    if "*" in readable:
+        return by_role
+    by_scope = table.c.resource_type.in_(sorted(readable) or ["-"])
+    return by_scope if by_role is None else and_(by_scope, by_role)
+
+
+def _role_predicate(
+    principal: Principal,
+    table: FromClause,
+    *,
+    now: datetime,
+    encounter_days: int,
+    own_patients: list[str],
+    categories: tuple[str, ...],
+) -> ColumnElement[bool] | None:
     c = table.c
     role = principal.role
     no_patient = c.patient_id.is_(None)
@@ -389,10 +430,9 @@ def patient_facts(
 
 def patient_exists(conn: Connection, patient_id: str) -> bool:
     """Is there a live Patient with this id in the FHIR store (when installed)?"""
-    from usmis.kit.db import load_all_tables
-
-    res = load_all_tables().tables.get("fhir_resource")
-    if res is None:
+    try:
+        from usmis.fhir.tables import resource as res
+    except ImportError:
         return True
     row = conn.execute(
         select(res.c.id).where(

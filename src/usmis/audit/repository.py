@@ -5,10 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
 
 from usmis.audit import tables as t
 from usmis.audit.model import CONTENT_FIELDS, StoredCheckpoint, StoredEntry
+
+# Built once: appends run on every request, statement construction is not free.
+_ADVANCE = (
+    update(t.head)
+    .where(t.head.c.id == 1)
+    .values(seq=t.head.c.seq + 1)
+    .returning(t.head.c.seq, t.head.c.hash)
+)
+_SET_HASH = update(t.head).where(t.head.c.id == 1).values(hash=bindparam("h"))
+_INSERT_ENTRY = t.entry.insert()
+_INSERT_PATIENT = t.patient.insert()
 
 
 def advance_head(conn: Connection) -> tuple[int, str]:
@@ -17,17 +28,12 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     The UPDATE comes first on purpose: it is what serialises concurrent appends, and on
     SQLite it takes the write lock before we read the predecessor.
     """
-    row = conn.execute(
-        update(t.head)
-        .where(t.head.c.id == 1)
-        .values(seq=t.head.c.seq + 1)
-        .returning(t.head.c.seq, t.head.c.hash)
-    ).one()
-    return int(row.seq), str(row.hash)
+    row = conn.execute(_ADVANCE).one()
+    return int(row[0]), str(row[1])
 
 
 def set_head_hash(conn: Connection, hash_: str) -> None:
-    conn.execute(update(t.head).where(t.head.c.id == 1).values(hash=hash_))
+    conn.execute(_SET_HASH, {"h": hash_})
 
 
 def get_head(conn: Connection) -> tuple[int, str]:
@@ -36,11 +42,9 @@ def get_head(conn: Connection) -> tuple[int, str]:
 
 
 def insert_entry(conn: Connection, values: dict[str, Any], patients: list[str]) -> None:
-    conn.execute(t.entry.insert().values(**values))
+    conn.execute(_INSERT_ENTRY, values)
     if patients:
-        conn.execute(
-            t.patient.insert(), [{"seq": values["seq"], "patient_id": p} for p in patients]
-        )
+        conn.execute(_INSERT_PATIENT, [{"seq": values["seq"], "patient_id": p} for p in patients])
 
 
 def insert_checkpoint(conn: Connection, values: dict[str, Any]) -> None:

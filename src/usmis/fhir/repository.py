@@ -157,9 +157,18 @@ def history(
 
 
 def _retarget(pred: ColumnElement[bool]) -> ColumnElement[bool]:
-    from sqlalchemy.sql.util import ClauseAdapter
+    # ClauseAdapter only re-targets aliases of a table, and resource_history is a table of
+    # its own: swap the columns by name instead (access engineer's edit, issue 6).
+    from sqlalchemy import Column
+    from sqlalchemy.sql.visitors import replacement_traverse
 
-    return ClauseAdapter(resource_history).traverse(pred)
+    def swap(element: Any, **kw: Any) -> Any:
+        if isinstance(element, Column) and element.table is resource:
+            return resource_history.c[element.name]
+        return None
+
+    result: ColumnElement[bool] = replacement_traverse(pred, {}, swap)
+    return result
 
 
 def compartment(

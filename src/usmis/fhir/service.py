@@ -95,6 +95,10 @@ class FhirService:
         self.conn = conn
         self.keys = keys
         self.access: AccessContext = access or SystemAccess()
+        # The policy looks up care/consent on the work's own connection (access, issue 6).
+        bind = getattr(self.access, "bind", None)
+        if callable(bind):
+            bind(conn)
         self.base_url = base_url.rstrip("/")
         self.hmac: Callable[[str], str] = partial(keys.blind_index, SEARCH_PURPOSE)
 
