@@ -13,6 +13,7 @@ normalised value goes through the caller's keyed HMAC with a domain prefix:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -269,9 +270,21 @@ _EXTRACTORS: dict[str, Extractor] = {
 }
 
 
+@dataclass(frozen=True)
+class _Plan:
+    params: list[tuple[SearchParam, Extractor]]
+    # first JSON key -> (param position, path): only keys present in a resource are walked
+    by_key: dict[str, list[tuple[int, tuple[PathStep, ...]]]]
+
+
 @cache
-def _plan(resource_type: str) -> list[tuple[SearchParam, Extractor]]:
-    return [(p, _EXTRACTORS[p.type]) for p in stored_params(resource_type)]
+def _plan(resource_type: str) -> _Plan:
+    params = [(p, _EXTRACTORS[p.type]) for p in stored_params(resource_type)]
+    by_key: dict[str, list[tuple[int, tuple[PathStep, ...]]]] = {}
+    for pos, (p, _) in enumerate(params):
+        for steps in p.paths:
+            by_key.setdefault(steps[0].key, []).append((pos, steps))
+    return _Plan(params, by_key)
 
 
 def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str, list[Row]]:
@@ -279,7 +292,13 @@ def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         raise ValueError("resource has no id")
-    out: dict[str, list[Row]] = {}
+    plan = _plan(resource_type)
+    found: dict[int, list[Json]] = {}
+    for key in resource:
+        for pos, steps in plan.by_key.get(key, ()):
+            els = _walk(resource, steps)
+            if els:
+                found.setdefault(pos, []).extend(els)
     memo: dict[str, str] = {}
 
     def blind(value: str) -> str:
@@ -289,14 +308,11 @@ def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str
             h = memo[value] = hmac(value)
         return h
 
-    for p, extract in _plan(resource_type):
-        els: list[Json] = []
-        for steps in p.paths:
-            els.extend(_walk(resource, steps))
-        if not els:
-            continue
+    out: dict[str, list[Row]] = {}
+    for pos in sorted(found):
+        p, extract = plan.params[pos]
         rows = out.setdefault(p.table, [])
-        for row in extract(p, els, blind):
+        for row in extract(p, found[pos], blind):
             row["res_type"] = resource_type
             row["res_id"] = rid
             row["param"] = p.name
