@@ -1,1 +1,3 @@
-from fhir.conftest import admin_token, live_server  # noqa: F401  (shared fixtures)
+"""Shared fixtures of the FHIR tests (live server, keys, engine, admin token)."""
+
+from fhir.conftest import admin_token, engine, keys, live_server  # noqa: F401
