@@ -65,10 +65,13 @@ def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> Non
     b.person("seen")
     b.person("dead-detached", died="2025-06-15")
     b.person("new")
+    b.person("left")
     for key, start, end in [("dead", "2020-01-01", None), ("gone", "2020-01-01", None),
                             ("ghost", "2020-01-01", None), ("seen", "2020-01-01", None),
                             ("dead-detached", "2020-01-01", "2025-06-20"),
-                            ("new", "2025-01-01", None)]:
+                            ("new", "2025-01-01", None),
+                            # detached in the window: "never seen for 24 months" cannot be said
+                            ("left", "2020-01-01", "2024-03-15")]:
         b.add("attachments", attachment_id=f"att-{key}", person_key=key, org_id="PC",
               start_date=d(start), end_date=d(end) if end else None)
     b.claim("c-seen", "seen", "PC", "2024-05-01", "A01", 10)
@@ -86,6 +89,7 @@ def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> Non
     assert "att-seen" not in found
     assert "att-dead-detached" not in found
     assert "att-new" not in found
+    assert "att-left" not in found
 
 
 def test_impossible_day_patients_and_minutes(tmp_path: Path) -> None:

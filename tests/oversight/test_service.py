@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from usmis.audit.repository import iter_entries
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
 from usmis.kit.errors import Conflict, Forbidden
@@ -115,7 +116,12 @@ def test_reidentification_is_role_restricted_and_logged(settings: Settings,
         assert service.reidentify(conn, settings, INVESTIGATOR, fid, "case 7") == "mpi-person-2"
     with transaction(engine) as conn:
         log = repo.reidentifications(conn, fid)
+        chain = [e.content for e in iter_entries(conn) if e.content["action"] == "reidentify"]
     assert [(x["actor"], x["reason"]) for x in log] == [("inv-1", "case 7")]
+    # ... and in the hash-chained system audit log, naming the person key, not the person
+    assert len(chain) == 1
+    assert chain[0]["subject"] == "inv-1"
+    assert "mpi-person-2" in chain[0]["persons"]
     engine.dispose()
 
 

@@ -1,8 +1,8 @@
 """The single seam between oversight and the system audit log (``usmis.audit``).
 
-Re-identification must land in the hash-chained audit log.  The audit service is being
-built in parallel; until it exposes a recorder, the local ``oversight_reidentification``
-table (written by the caller in the same transaction) is the record.
+Re-identifying a finding's person and exporting the analytical extract are both recorded
+in the hash-chained audit log, in the caller's transaction: if the entry cannot be
+written, the work does not happen.
 """
 
 from __future__ import annotations
@@ -11,10 +11,31 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from usmis.audit import service as audit
+from usmis.audit.model import AuditRecord
 from usmis.config import Settings
+
+PURPOSE_FRAUD = "FRAUD"  # HL7 v3 PurposeOfUse: fraud detection / budget oversight
 
 
 def record_reidentification(conn: Connection, settings: Settings, actor: Any, finding_id: int,
                             person_key: str, reason: str) -> None:
-    """Send the re-identification to ``usmis.audit`` (wired when its recorder lands)."""
-    return None
+    role = getattr(actor, "role", None)
+    audit.append(conn, settings, AuditRecord(
+        action="reidentify", subject=str(getattr(actor, "subject", "")),
+        role=str(getattr(role, "value", role)) if role is not None else None,
+        organization_id=getattr(actor, "organization_id", None), purpose=PURPOSE_FRAUD,
+        resource_type="OversightFinding", entities=(f"OversightFinding/{finding_id}",),
+        persons=(person_key,), detail=reason[:500],
+    ))
+
+
+def record_extract(conn: Connection, settings: Settings, rows: dict[str, int],
+                   watermark: str) -> None:
+    """The oversight extract is a bulk export of pseudonymised data: one entry per run."""
+    detail = ",".join(f"{k}={v}" for k, v in sorted(rows.items()))
+    audit.append(conn, settings, AuditRecord(
+        action="export", subject="system:oversight-extract", role="system",
+        purpose=PURPOSE_FRAUD, detail=f"oversight extract since {watermark or 'start'}: "
+        f"{detail}"[:500],
+    ))

@@ -25,7 +25,8 @@ from usmis.oversight.extract.writer import increments, table_parts
 
 # Views every rule may use besides the extract tables themselves.
 _HELPER_VIEWS = """
-CREATE OR REPLACE VIEW person_facts AS
+-- a table, not a view: three rules read it and it is built once per run
+CREATE OR REPLACE TEMP TABLE person_facts AS
 WITH d AS (
     SELECT person_key, min(event_date) AS death_date,
            arg_min(source_system, event_date) AS death_source,

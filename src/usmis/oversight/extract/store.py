@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
-from usmis.oversight import model
+from usmis.oversight import audit_bridge, model
 from usmis.oversight import repository as repo
 from usmis.oversight.extract import fhir_map as fm
 from usmis.oversight.extract.writer import (
@@ -107,6 +107,9 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                     _map(rtype, res, rows, person_of, org_of, stamp)
             repo.save_pseudonyms(conn, sorted(pseudonyms.items()))
             repo.set_watermark(conn, name, newest or since)
+            audit_bridge.record_extract(
+                conn, settings, {t: len(r) for t, r in rows.items()},
+                since.isoformat() if since else "")
     finally:
         engine.dispose()
     previous = read_manifest(root)

@@ -3,16 +3,21 @@
 -- practitioner's own services count (visits, screenings, procedures — kind 'service'); lab
 -- tests they ordered are performed by others.  The whole day's billing is at risk: a day
 -- that could not have happened as billed cannot be trusted in part.
-WITH day AS (
-    SELECT c.practitioner_id, c.service_date,
-           mode(c.provider_id) AS provider_id,
-           count(DISTINCT c.person_key) AS patients,
+WITH per_patient AS (
+    -- two-stage aggregation (patient, then day) is much cheaper than count(DISTINCT ...)
+    SELECT c.practitioner_id, c.service_date, c.person_key,
+           any_value(c.provider_id) AS provider_id,
            sum(coalesce(t.std_minutes, 0) * coalesce(c.quantity, 1)) AS minutes,
-           sum(c.amount) AS amount,
-           count(*) AS lines
+           sum(c.amount) AS amount, count(*) AS lines
     FROM claims c LEFT JOIN tariffs t ON t.code = c.code
     WHERE c.practitioner_id IS NOT NULL AND c.kind = 'service'
-    GROUP BY c.practitioner_id, c.service_date
+    GROUP BY c.practitioner_id, c.service_date, c.person_key
+), day AS (
+    SELECT practitioner_id, service_date, mode(provider_id) AS provider_id,
+           count(*) AS patients, sum(minutes) AS minutes, sum(amount) AS amount,
+           sum(lines) AS lines
+    FROM per_patient
+    GROUP BY practitioner_id, service_date
 ), flagged AS (
     SELECT * FROM day
     WHERE patients > $max_patients_per_day OR minutes > $max_minutes_per_day

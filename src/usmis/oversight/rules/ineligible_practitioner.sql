@@ -5,32 +5,30 @@
 -- service the practitioner must be employed by the billing provider; for a lab test billed
 -- by the laboratory, by some provider.
 WITH lines AS (
-    SELECT c.* FROM claims c
+    SELECT c.*,
+           EXISTS (SELECT 1 FROM licences x
+                   WHERE x.practitioner_id = c.practitioner_id
+                     AND c.service_date >= x.valid_from
+                     AND (x.valid_to IS NULL OR c.service_date <= x.valid_to)) AS licensed,
+           EXISTS (SELECT 1 FROM employments e
+                   WHERE e.practitioner_id = c.practitioner_id
+                     AND (e.org_id = c.provider_id OR c.kind = 'lab')
+                     AND c.service_date >= e.start_date
+                     AND (e.end_date IS NULL OR c.service_date <= e.end_date)) AS employed
+    FROM claims c
     WHERE c.practitioner_id IS NOT NULL AND c.kind IN ('service', 'lab')
-), licensed AS (
-    SELECT DISTINCT l.claim_id FROM lines l
-    JOIN licences x ON x.practitioner_id = l.practitioner_id
-                   AND l.service_date >= x.valid_from
-                   AND (x.valid_to IS NULL OR l.service_date <= x.valid_to)
-), employed AS (
-    SELECT DISTINCT l.claim_id FROM lines l
-    JOIN employments e ON e.practitioner_id = l.practitioner_id
-                      AND (e.org_id = l.provider_id OR l.kind = 'lab')
-                      AND l.service_date >= e.start_date
-                      AND (e.end_date IS NULL OR l.service_date <= e.end_date)
+), registered AS (
+    SELECT DISTINCT practitioner_id FROM employments
 ), hits AS (
     SELECT l.*, p.death_date,
            CASE WHEN p.death_date IS NOT NULL AND l.service_date > p.death_date THEN 'dead'
-                WHEN lic.claim_id IS NULL THEN 'unlicensed'
-                WHEN emp.claim_id IS NULL
-                     AND l.practitioner_id IN (SELECT practitioner_id FROM employments)
-                    THEN 'not_employed'
+                WHEN NOT l.licensed THEN 'unlicensed'
+                WHEN NOT l.employed AND r.practitioner_id IS NOT NULL THEN 'not_employed'
            END AS why
     FROM lines l
     -- only practitioners the registry knows are judged: an unknown id is a linkage gap
     JOIN practitioners p ON p.practitioner_id = l.practitioner_id
-    LEFT JOIN licensed lic ON lic.claim_id = l.claim_id
-    LEFT JOIN employed emp ON emp.claim_id = l.claim_id
+    LEFT JOIN registered r ON r.practitioner_id = l.practitioner_id
 )
 SELECT mode(provider_id) AS provider_id, practitioner_id, NULL::VARCHAR AS person_key,
        min(service_date) AS period_start, max(service_date) AS period_end,

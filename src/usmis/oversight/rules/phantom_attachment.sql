@@ -24,9 +24,11 @@ WITH att AS (
                WHEN p.death_date IS NOT NULL AND p.death_date < att.paid_to THEN 'dead'
                WHEN p.emigration_date IS NOT NULL AND p.emigration_date < att.paid_to
                    THEN 'emigrated'
+               -- never seen: attached through the whole window, no contact in it
                WHEN coalesce(c.last_contact, DATE '0001-01-01')
                     <= $as_of::DATE - to_months($no_contact_months)
                     AND att.start_date <= $as_of::DATE - to_months($no_contact_months)
+                    AND att.paid_to >= $as_of::DATE
                    THEN 'no_contact'
            END AS reason
     FROM att LEFT JOIN person_facts p USING (person_key)
