@@ -151,7 +151,7 @@ class CarePlanner:
     def _pract(self, org: int, spec: str) -> int:
         staff = self.w.orgs[org].staff
         lst = staff.get(spec) or staff.get("therapist") or next(iter(staff.values()))
-        return lst[self.rng.randrange(len(lst))]
+        return lst[int(self.rng.random() * (len(lst)))]
 
     def _free_day(self, lo: int, hi: int, busy: set[int], weekday: bool = True) -> int | None:
         """A day in [lo, hi] not in ``busy`` (a weekday when asked), or None."""
@@ -159,7 +159,7 @@ class CarePlanner:
             return None
         rng = self.rng
         for _ in range(30):
-            d = rng.randrange(lo, hi + 1)
+            d = lo + int(rng.random() * (hi + 1 - lo))
             if d in busy or (weekday and d % 7 in (0, 6)):  # ordinal % 7: 0 Sunday, 6 Saturday
                 continue
             return d
@@ -168,20 +168,20 @@ class CarePlanner:
     def _hospital(self, p: Person) -> int:
         w = self.w
         if w.republican and self.rng.random() < 0.1:
-            return w.republican[self.rng.randrange(len(w.republican))]
+            return w.republican[int(self.rng.random() * (len(w.republican)))]
         lst = w.hospitals_by_region[p.region] or w.hospitals
-        return lst[self.rng.randrange(len(lst))]
+        return lst[int(self.rng.random() * (len(lst)))]
 
     def _pharmacy(self, p: Person) -> int:
         lst = self.w.pharmacies_by_region[p.region] or self.w.pharmacies
-        return lst[self.rng.randrange(len(lst))]
+        return lst[int(self.rng.random() * (len(lst)))]
 
     def _case_group(self, p: Person, day: int) -> tuple[str, str, int] | None:
         age = p.age_on(day)
         ok = [g for g in CASE_GROUPS if (not g[5] or g[5] == p.sex) and g[6] <= age <= g[7]]
         if not ok:
             return None
-        g = ok[self.rng.randrange(len(ok))]
+        g = ok[int(self.rng.random() * (len(ok)))]
         return g[0], g[1], g[3]
 
     # -- the plan --------------------------------------------------------------------------
@@ -202,14 +202,14 @@ class CarePlanner:
         n_stays = _poisson(rng, o.stays_per_year * years * factor)
         for _ in range(n_stays):
             los = 1 + min(int(rng.expovariate(1 / 5)), 20)
-            admit = rng.randrange(first, max(first + 1, last - los + 1))
+            admit = first + int(rng.random() * max(1, last - los + 1 - first))
             discharge = min(admit + los, last)
             if any(d in busy for d in range(admit - 1, discharge + 2)):
                 continue
             self._add_stay(p, care, admit, discharge, busy)
         if p.death is not None and p.death > first + 3 and rng.random() < 0.4:
             # dying in hospital: the stay ends on the day of death
-            los = 1 + rng.randrange(10)
+            los = 1 + int(rng.random() * 10)
             admit = max(first, p.death - los)
             if not any(d in busy for d in range(admit - 1, p.death + 1)):
                 self._add_stay(p, care, admit, p.death, busy, died=True)
@@ -237,7 +237,7 @@ class CarePlanner:
                 busy.add(day)
                 h = self._hospital(p)
                 icd = rng.choice(("S93.4", "T14.0", "R10.4", "S60.0", "J06.9"))
-                care.eds.append(EdVisit(day, rng.randrange(0, 1440), h,
+                care.eds.append(EdVisit(day, int(rng.random() * 1440), h,
                                         self._pract(h, "emergency"), icd))
         care.visits.sort(key=lambda v: v.day)
         care.stays.sort(key=lambda s: s.admit)
@@ -255,12 +255,13 @@ class CarePlanner:
         upcoded = False
         if not expensive and h in self.upcoders and rng.random() < 0.55:
             expensive = upcoded = True
-        s = Stay(admit, rng.randrange(360, 1320), discharge, rng.randrange(480, 1080), h,
+        s = Stay(admit, 360 + int(rng.random() * 960), discharge,
+                 480 + int(rng.random() * 600), h,
                  self._pract(h, "attending"), icd_prefix + (".9" if icd_prefix != "O80" else ".0"),
                  code + ("X" if expensive else ""), expensive, upcoded, died,
                  rng.random() < 0.5, fraud)
         if died:
-            s.discharge_min = s.admit_min if discharge == admit else rng.randrange(0, 1440)
+            s.discharge_min = s.admit_min if discharge == admit else int(rng.random() * 1440)
         if discharge == admit and s.discharge_min <= s.admit_min:
             s.discharge_min = min(1439, s.admit_min + 120)
         if not fraud:
@@ -272,7 +273,7 @@ class CarePlanner:
     def _other_hospital(self, p: Person, care: Care) -> int:
         used = {s.hospital for s in care.stays}
         cands = [h for h in self.w.hospitals + self.w.republican if h not in used]
-        return cands[self.rng.randrange(len(cands))] if cands else self._hospital(p)
+        return cands[int(self.rng.random() * (len(cands)))] if cands else self._hospital(p)
 
     def _visit(self, p: Person, care: Care, day: int, busy: set[int], code: str = "",
                icd: str = "", fraud: str = "", variant: str = "", pract: int = -1,
@@ -283,7 +284,7 @@ class CarePlanner:
         drug = ""
         if not code:
             if p.chronic and rng.random() < 0.45:
-                icd = p.chronic[rng.randrange(len(p.chronic))]
+                icd = p.chronic[int(rng.random() * (len(p.chronic)))]
                 spec = CHRONIC_SPECIALITY.get(icd, "therapist") if age >= 18 else "pediatrician"
                 drug = next(d[5] for d in DIAGNOSES if d[0] == icd) if rng.random() < 0.8 else ""
             elif p.sex == "F" and age >= 14 and rng.random() < 0.12:
@@ -306,7 +307,7 @@ class CarePlanner:
             spec = SPEC_OF_CODE.get(code, "therapist")
         if pract < 0:
             pract = self._pract(poly, spec)
-        v = Visit(day, rng.randrange(480, 1140), code, icd, poly, pract, fraud=fraud,
+        v = Visit(day, 480 + int(rng.random() * 660), code, icd, poly, pract, fraud=fraud,
                   variant=variant)
         busy.add(day)
         if extras:
@@ -322,16 +323,16 @@ class CarePlanner:
             elif v.icd.startswith("E78"):
                 v.lab = "B03.004"
             else:
-                v.lab = ("B03.001", "B03.002", "B03.005")[rng.randrange(3)]
-            v.lab_org = self.w.labs[rng.randrange(len(self.w.labs))]
+                v.lab = ("B03.001", "B03.002", "B03.005")[int(rng.random() * 3)]
+            v.lab_org = self.w.labs[int(rng.random() * (len(self.w.labs)))]
             v.dup_across = rng.random() < fr.duplicate_billing_across
         if rng.random() < o.procedure_share:
-            v.procedure = ("A03.001", "A03.002", "A03.003")[rng.randrange(3)]
+            v.procedure = ("A03.001", "A03.002", "A03.003")[int(rng.random() * 3)]
             limit = TARIFF_BY_CODE[v.procedure].max_units_per_day
-            v.units = 1 + rng.randrange(limit)
+            v.units = 1 + int(rng.random() * limit)
             v.nurse = self._pract(v.poly, "nurse")
             if rng.random() < fr.excess_units:
-                v.units = limit + 1 + rng.randrange(3)
+                v.units = limit + 1 + int(rng.random() * 3)
                 v.excess_units = True
         if drug:
             d = DRUG_BY_ATC[drug]
@@ -339,14 +340,14 @@ class CarePlanner:
             v.days = 30 if d.atc not in ("J01CA04",) else 7
             v.quantity = d.per_day * v.days
             last = self.end if p.last_day is None else min(self.end, p.last_day - 1)
-            disp = v.day + rng.randrange(4)
+            disp = v.day + int(rng.random() * 4)
             while disp > v.day and (disp in busy or disp > last):
                 disp -= 1
             v.dispense_day = disp
             v.pharmacy = self._pharmacy(p)
             if rng.random() < fr.excess_dose:
                 allowed = int(d.max_daily_mg * v.days / d.strength_mg + 1e-9)
-                v.quantity = allowed * (2 + rng.randrange(2))
+                v.quantity = allowed * (2 + int(rng.random() * 2))
                 v.excess_dose = True
         v.dup_within = rng.random() < fr.duplicate_billing_within
 
@@ -368,12 +369,12 @@ class CarePlanner:
         if p.death is not None and p.death <= self.end - 7 and rng.random() < fr.after_death:
             hi = min(self.end, p.death + 120)
             drugs = [v.drug for v in care.visits if v.drug]
-            for _ in range(1 + rng.randrange(3)):
+            for _ in range(1 + int(rng.random() * 3)):
                 day = self._free_day(p.death + 1, hi, busy)
                 if day is None:
                     continue
                 if drugs and rng.random() < 0.3:
-                    atc = drugs[rng.randrange(len(drugs))]
+                    atc = drugs[int(rng.random() * (len(drugs)))]
                     d = DRUG_BY_ATC[atc]
                     busy.add(day)
                     care.dispenses.append(Dispense(day, atc, d.per_day * 30, 30,
@@ -384,19 +385,19 @@ class CarePlanner:
                     v = self._visit(p, care, day, busy, fraud="after_death", extras=False)
                     if rng.random() < 0.4:
                         v.lab = "B03.001"
-                        v.lab_org = self.w.labs[rng.randrange(len(self.w.labs))]
+                        v.lab_org = self.w.labs[int(rng.random() * (len(self.w.labs)))]
 
         # two_places: outpatient service inside a stay; a second, overlapping stay
         for s in list(care.stays):
             if s.fraud:
                 continue
             if s.discharge - s.admit >= 2 and rng.random() < fr.two_places_outpatient:
-                day = rng.randrange(s.admit + 1, s.discharge)
+                day = s.admit + 1 + int(rng.random() * (s.discharge - s.admit - 1))
                 self._visit(p, care, day, set(), fraud="two_places", variant="outpatient_in_stay",
                             extras=False)
             if s.discharge - s.admit >= 2 and rng.random() < fr.two_places_overlap:
-                admit = rng.randrange(s.admit + 1, s.discharge)
-                discharge = min(admit + 1 + rng.randrange(5), last if last >= admit else admit)
+                admit = s.admit + 1 + int(rng.random() * (s.discharge - s.admit - 1))
+                discharge = min(admit + 1 + int(rng.random() * 5), last if last >= admit else admit)
                 nxt = [o.admit for o in care.stays if o.admit > s.admit and o is not s]
                 if nxt:
                     discharge = min(discharge, min(nxt) - 2)
@@ -409,7 +410,8 @@ class CarePlanner:
             if day is not None:
                 age = p.age_on(day)
                 if rng.random() < 0.7:
-                    code = ("A02.001", "A02.003")[rng.randrange(2)] if p.sex == "M" else "A02.002"
+                    code = ("A02.001", "A02.003")[int(rng.random() * 2)] if p.sex == "M" \
+                        else "A02.002"
                     variant = "sex"
                 else:
                     code = "A01.002" if age >= 18 else "A01.001"
@@ -424,7 +426,7 @@ class CarePlanner:
             cands = [d for d in DRUGS if not any(x.startswith(d.indications) for x in dx)]
             day = self._free_day(first, last, busy)
             if cands and day is not None:
-                d = cands[rng.randrange(len(cands))]
+                d = cands[int(rng.random() * (len(cands)))]
                 busy.add(day)
                 care.dispenses.append(Dispense(day, d.atc, d.per_day * 30, 30, self._pharmacy(p),
                                                self._pract(p.poly, "therapist"), "no_indication"))

@@ -21,8 +21,11 @@ Item = tuple[str, str, str, float]  # source_id, record kind, record id, amount
 
 @dataclass
 class Accumulator:
+    """A provider-level instance being accounted; its items are streamed to disk at once."""
+
+    iid: str = ""
     amount: float = 0.0
-    items: list[Item] = field(default_factory=list)
+    n_items: int = 0
     patients: set[str] = field(default_factory=set)
     minutes: int = 0
 
@@ -40,8 +43,24 @@ class FraudLedger:
         # provider-level accounting (small: per organization and month)
         self.monthly: defaultdict[tuple[str, int], float] = defaultdict(float)
         self.inpatient: dict[str, list[float]] = {}  # bin → [n, n_exp, sum_exp]
-        self.upcoded: defaultdict[str, list[Item]] = defaultdict(list)
-        self.spike_items: defaultdict[tuple[str, int], list[Item]] = defaultdict(list)
+
+    def reserve(self) -> str:
+        """An instance id for an instance whose row is written at the end (items stream)."""
+        self._seq += 1
+        return f"F{self._seq:07d}"
+
+    def item(self, acc: Accumulator, scheme: str, item: Item) -> None:
+        source_id, kind, rid, amt = item
+        self.items.write([acc.iid, scheme, source_id, kind, rid, f"{amt:.2f}"])
+        acc.n_items += 1
+
+    def finish(self, acc: Accumulator, scheme: str, variant: str, provider_bin: str,
+               practitioner_id: str, date_from: str, date_to: str, amount: float,
+               detail: str = "") -> None:
+        self.fraud.write([acc.iid, scheme, variant, provider_bin, practitioner_id, "",
+                          date_from, date_to, f"{amount:.2f}", acc.n_items, detail])
+        self.counts[scheme] += 1
+        self.amounts[scheme] += amount
 
     def record(self, scheme: str, variant: str, provider_bin: str, practitioner_id: str,
                person_id: str, date_from: str, date_to: str, amount: float,

@@ -61,6 +61,7 @@ LOCAL_ID = {
     "reg_births": "B{:07d}", "reg_deaths": "D{:07d}", "reg_migration": "EM{:07d}",
     "reg_attachment": "R{:08d}", "fund": "FZ{:09d}",
 }
+COUNTRIES = ("RU", "DE", "UZ", "KG", "TR", "US", "KR")
 NO_DUPLICATES = {"reg_population", "reg_births", "reg_deaths", "reg_migration",
                  "reg_attachment", "fund"}
 
@@ -147,6 +148,7 @@ class _Nation:
         self.capitation: Counter[tuple[int, int]] = Counter()
         self.fmt_cache: dict[tuple[str, int], str] = {}
         self.patient_records: Counter[str] = Counter()
+        self._doctors: dict[tuple[int, str], tuple[str, str, str]] = {}
         self._plan_fraud()
 
     def _on_malformed(self, sid: str, file: str, index: int, control: str, reason: str) -> None:
@@ -159,12 +161,12 @@ class _Nation:
         self.impossible: dict[tuple[int, int], int] = {}
         if fr.impossible_day > 0:
             for pr in rng.sample(therapists, max(1, round(fr.impossible_day * len(therapists)))):
-                day = self.start + 30 + rng.randrange(self.end - self.start - 60)
+                day = self.start + 30 + int(rng.random() * (self.end - self.start - 60))
                 while day % 7 in (0, 6):
                     day += 1
                 self.impossible[(pr, day)] = rng.randint(3 * DAY_PATIENT_NORM,
                                                           6 * DAY_PATIENT_NORM)
-        self.impossible_acc = {k: Accumulator() for k in self.impossible}
+        self.impossible_acc = {k: Accumulator(self.ledger.reserve()) for k in self.impossible}
         busy_polys = {w.practitioners[pr].org for pr, _ in self.impossible}
         clinical = [i for pl in w.polys for spec, lst in w.orgs[pl].staff.items()
                     if spec != "nurse" for i in lst if i not in {p for p, _ in self.impossible}]
@@ -173,7 +175,7 @@ class _Nation:
             chosen = rng.sample(clinical, max(1, round(fr.ineligible_practitioner * len(clinical))))
             for k, pr in enumerate(chosen):
                 variant = ("licence_expired", "deceased", "not_employed")[k % 3]
-                day = self.start + 120 + rng.randrange(max(1, self.end - self.start - 240))
+                day = self.start + 120 + int(rng.random() * (max(1, self.end - self.start - 240)))
                 prac = w.practitioners[pr]
                 if variant == "licence_expired":
                     prac.licence_to = day
@@ -182,22 +184,26 @@ class _Nation:
                 else:
                     prac.employed_to = day
                 self.ineligible[pr] = (variant, day)
-        self.ineligible_acc = {k: Accumulator() for k in self.ineligible}
+        self.ineligible_acc = {k: Accumulator(self.ledger.reserve()) for k in self.ineligible}
         self.spikes: dict[int, tuple[int, int, float]] = {}
         self.spike_month: dict[int, int] = {}
         if fr.volume_spike > 0:
             cands = [pl for pl in w.polys if pl not in busy_polys] or list(w.polys)
             for pl in rng.sample(cands, max(1, round(fr.volume_spike * len(w.polys)))):
-                k = o.months // 2 + rng.randrange(max(1, o.months - o.months // 2))
+                k = o.months // 2 + int(rng.random() * (max(1, o.months - o.months // 2)))
                 lo = self.months[k]
                 hi = self.months[k + 1] - 1 if k + 1 < len(self.months) else self.end
                 mult = 4.0 + rng.random() * 2
                 self.spikes[pl] = (lo, hi, (mult - 1) * o.visits_per_year / 12 * 1.1)
                 self.spike_month[pl] = k
+        self.spike_acc = {self.world.orgs[pl].bin: Accumulator(self.ledger.reserve())
+                          for pl in sorted(self.spikes)}
         self.upcoders: set[int] = set()
         if fr.upcoding > 0:
             self.upcoders = set(rng.sample(w.hospitals, max(1, round(fr.upcoding *
                                                                      len(w.hospitals)))))
+        self.upcoding_acc = {self.world.orgs[h].bin: Accumulator(self.ledger.reserve())
+                             for h in sorted(self.upcoders)}
         self.planner = CarePlanner(o, w, rng, self.start, self.end, self.impossible, self.spikes,
                                    self.upcoders)
 
@@ -245,7 +251,7 @@ class _Nation:
         local = LOCAL_ID[key].format(next(self.local_seq[key]))
         other = None
         if self.recent_iins:
-            other = self.recent_iins[self.rng.randrange(len(self.recent_iins))]
+            other = self.recent_iins[int(self.rng.random() * (len(self.recent_iins)))]
         v = make_view(p, src, local, day, self.rng, self.o.noise, other)
         v.address = script_of(p.address, src) if src.script.startswith("latin") else p.address
         v.city = script_of(REGIONS[p.region][1], src)
@@ -259,6 +265,16 @@ class _Nation:
         else:
             ctx.views[sid] = v
         return v
+
+    def doctor(self, pract: int, src: Source) -> tuple[str, str, str]:
+        """(id, surname, given) of a practitioner as this source spells them (cached)."""
+        key = (pract, src.id)
+        d = self._doctors.get(key)
+        if d is None:
+            pr = self.world.practitioners[pract]
+            d = self._doctors[key] = (pr.pid, script_of(pr.surname, src),
+                                      script_of(pr.given, src))
+        return d
 
     def pid_of(self, v: View) -> str:
         """The local id a record carries: a duplicate registration half of the time."""
@@ -391,13 +407,15 @@ class _Nation:
             wr.row({"patient_id": v.local_id, "iin": v.iin, "surname": v.surname,
                     "given": v.given, "patronymic": v.patronymic, "birth_date": self.d(s, p.birth),
                     "sex": self.sex(s, p.sex), "region": REGIONS[p.region][0],
-                    "event_date": self.d(s, min(self.end, p.birth + 1 + self.rng.randrange(20)))},
+                    "event_date": self.d(s, min(self.end,
+                                                p.birth + 1 + int(self.rng.random() * 20)))},
                    late=self._late("reg_births", v.local_id))
         if p.death is not None:
             wr = self.writers["reg_deaths"]
             s = wr.source
             v = self.view(ctx, "reg_deaths", p.death)
-            cause = ("I21.9", "I63.9", "C34.9", "J44.1", "I25.1", "C16.9")[self.rng.randrange(6)]
+            causes = ("I21.9", "I63.9", "C34.9", "J44.1", "I25.1", "C16.9")
+            cause = causes[int(self.rng.random() * len(causes))]
             wr.row({"patient_id": v.local_id, "iin": v.iin, "surname": v.surname,
                     "given": v.given, "patronymic": v.patronymic, "birth_date": self.d(s, v.birth),
                     "sex": self.sex(s, p.sex), "death_date": self.d(s, p.death), "icd10": cause},
@@ -409,14 +427,14 @@ class _Nation:
             wr.row({"patient_id": v.local_id, "iin": v.iin, "surname": v.surname,
                     "given": v.given, "birth_date": self.d(s, v.birth), "sex": self.sex(s, p.sex),
                     "event_date": self.d(s, p.emigration),
-                    "country": ("RU", "DE", "UZ", "KG", "TR", "US", "KR")[self.rng.randrange(7)]},
+                    "country": COUNTRIES[int(self.rng.random() * len(COUNTRIES))]},
                    late=self._late("reg_migration", v.local_id))
         # attachment to the polyclinic: the basis of capitation
         wr = self.writers["reg_attachment"]
         s = wr.source
         v = self.view(ctx, "reg_attachment", first)
-        attach_from = p.birth + self.rng.randrange(1, 20) if p.born_in_period else \
-            self.start - 30 - self.rng.randrange(3000)
+        attach_from = p.birth + 1 + int(self.rng.random() * 19) if p.born_in_period else \
+            self.start - 30 - int(self.rng.random() * 3000)
         attach_from = max(attach_from, p.birth)
         to, reason = None, ""
         if p.death is not None and phantom != "dead":
@@ -471,7 +489,7 @@ class _Nation:
             "units": units if s.format == "ndjson" else str(units),
             "amount": self.money(s, amount), "src_system": src_system,
             "src_record_id": src_record_id,
-            "submitted_date": self.d(s, day + 3 + self.rng.randrange(40)),
+            "submitted_date": self.d(s, day + 3 + int(self.rng.random() * 40)),
         }
         if extra:
             values.update(extra)
@@ -488,14 +506,14 @@ class _Nation:
             acc = self.impossible_acc.get((pract, day))
             if acc is not None and t.category in ("visit", "screening", "procedure"):
                 acc.amount += amount
-                acc.items.append(item)
+                self.ledger.item(acc, "impossible_day", item)
                 acc.patients.add(v.local_id)
                 acc.minutes += t.minutes * units
             inel = self.ineligible.get(pract)
             if inel is not None and day > inel[1]:
                 acc2 = self.ineligible_acc[pract]
                 acc2.amount += amount
-                acc2.items.append(item)
+                self.ledger.item(acc2, "ineligible_practitioner", item)
         return cid
 
     def _month_index(self, day: int) -> int | None:
@@ -542,11 +560,11 @@ class _Nation:
         src = wr.source
         v = self.view(ctx, sid, s.admit)
         pr = w.practitioners[s.pract]
-        doctor = (pr.pid, script_of(pr.surname, src), script_of(pr.given, src))
+        doctor = self.doctor(pr.idx, src)
         visit_no = self.next_id(sid + ":visit", sid[4:7].upper() + "V{:08d}")
         admit = hl7msg.dtm(s.admit, s.admit_min)
         disch = hl7msg.dtm(s.discharge, s.discharge_min)
-        ward = ("THER", "CARD", "NEUR", "SURG", "OBST", "PULM")[self.rng.randrange(6)]
+        ward = ("THER", "CARD", "NEUR", "SURG", "OBST", "PULM")[int(self.rng.random() * 6)]
         cid = self.next_id(sid + ":msg", sid[4:7].upper() + "{:010d}")
         segs = [hl7msg.msh(sid, org.bin, admit, "ADT^A01^ADT_A01", cid), hl7msg.evn("A01", admit),
                 self._pid_segment(ctx, v, src, s.admit),
@@ -581,8 +599,8 @@ class _Nation:
         self.ledger.inpatient_claim(org.bin, t.price, t.expensive)
         if s.upcoded:
             base = TARIFF_BY_CODE[s.code[:-1]].price
-            self.ledger.upcoded[org.bin].append(("fund_claims_inpatient", "claim", claim,
-                                                 t.price - base))
+            self.ledger.item(self.upcoding_acc[org.bin], "upcoding",
+                             ("fund_claims_inpatient", "claim", claim, float(t.price - base)))
         if s.fraud == "two_places":
             self._instance(ctx, "two_places", "overlapping_stays", org.bin, s.pract, s.admit,
                            [("fund_claims_inpatient", "claim", claim, float(t.price))])
@@ -590,7 +608,7 @@ class _Nation:
     def _panel_for(self, icd: str) -> str:
         if icd.startswith("E11"):
             return "B03.003"
-        return ("B03.001", "B03.002", "B03.005")[self.rng.randrange(3)]
+        return ("B03.001", "B03.002", "B03.005")[int(self.rng.random() * 3)]
 
     def _oru(self, ctx: _Ctx, wr: FeedWriter, v: View, org_bin: str, pclass: str,
              visit_no: str, placer: str, day: int, minute: int, result_minute: int,
@@ -631,7 +649,7 @@ class _Nation:
         src = wr.source
         v = self.view(ctx, sid, e.day)
         pr = w.practitioners[e.pract]
-        doctor = (pr.pid, script_of(pr.surname, src), script_of(pr.given, src))
+        doctor = self.doctor(pr.idx, src)
         visit_no = self.next_id(sid + ":visit", sid[4:7].upper() + "V{:08d}")
         when = hl7msg.dtm(e.day, e.minute)
         cid = self.next_id(sid + ":msg", sid[4:7].upper() + "{:010d}")
@@ -725,9 +743,7 @@ class _Nation:
         if vis.fraud in ("two_places", "sex_age_incompatible"):
             self._instance(ctx, vis.fraud, vis.variant or "", org.bin, vis.pract, vis.day, own)
         elif vis.fraud == "volume_spike":
-            k = self._month_index(vis.day)
-            if k is not None:
-                self.ledger.spike_items[(org.bin, k)].extend(own)
+            self.ledger.item(self.spike_acc[org.bin], "volume_spike", own[0])
         if vis.dup_within and not vis.fraud:
             dup = self.claim(ctx, "fund_claims_outpatient", org.bin, vis.pract, vis.code, vis.day,
                              1, t.price, sid, enc_id)
@@ -758,11 +774,11 @@ class _Nation:
         wr = self.writers[sid]
         src = wr.source
         v = self.view(ctx, sid, vis.day)
-        doctor = (pract.pid, script_of(pract.surname, src), script_of(pract.given, src))
+        doctor = self.doctor(pract.idx, src)
         last = self.end if ctx.p.last_day is None else min(self.end, ctx.p.last_day - 1)
         if ctx.p.death is not None and vis.day > ctx.p.death:
             last = self.end  # a fabricated test after death is reported like any other
-        report_day = min(vis.day + self.rng.randrange(3), max(vis.day, last))
+        report_day = min(vis.day + int(self.rng.random() * 3), max(vis.day, last))
         filler = self._oru(ctx, wr, v, lab.bin, "O", enc_id, f"{enc_id}-L", vis.day, vis.minute,
                            600, doctor, vis.lab, report_day)
         t = TARIFF_BY_CODE[vis.lab]
@@ -873,28 +889,29 @@ class _Nation:
         for (pr, day), acc in self.impossible_acc.items():
             prac = w.practitioners[pr]
             iso = date.fromordinal(day).isoformat()
-            if acc.items:
-                led.record("impossible_day", "", w.orgs[prac.org].bin, prac.pid, "", iso, iso,
-                           acc.amount, acc.items,
-                           f"{len(acc.patients)} patients, {acc.minutes} standard minutes")
+            if acc.n_items:
+                led.finish(acc, "impossible_day", "", w.orgs[prac.org].bin, prac.pid, iso, iso,
+                           acc.amount, f"{len(acc.patients)} patients, {acc.minutes} standard "
+                           "minutes")
         # ineligible practitioners
         for pr, acc in self.ineligible_acc.items():
             prac = w.practitioners[pr]
             variant, day = self.ineligible[pr]
-            if acc.items:
-                led.record("ineligible_practitioner", variant, w.orgs[prac.org].bin, prac.pid, "",
-                           date.fromordinal(day + 1).isoformat(),
-                           date.fromordinal(self.end).isoformat(), acc.amount, acc.items)
+            if acc.n_items:
+                led.finish(acc, "ineligible_practitioner", variant, w.orgs[prac.org].bin,
+                           prac.pid, date.fromordinal(day + 1).isoformat(),
+                           date.fromordinal(self.end).isoformat(), acc.amount)
         # upcoding
         median = led.upcoding_median_share()
         for h in sorted(self.upcoders):
             b = w.orgs[h].bin
             n_all, n_exp, s_exp = led.inpatient.get(b, [0.0, 0.0, 0.0])
-            if not n_exp:
+            acc = self.upcoding_acc[b]
+            if not n_exp or not acc.n_items:
                 continue
             amount = max(0.0, s_exp - n_all * median * (s_exp / n_exp))
-            led.record("upcoding", "", b, "", "", date.fromordinal(self.start).isoformat(),
-                       date.fromordinal(self.end).isoformat(), amount, led.upcoded.get(b, []),
+            led.finish(acc, "upcoding", "", b, "", date.fromordinal(self.start).isoformat(),
+                       date.fromordinal(self.end).isoformat(), amount,
                        f"{int(n_exp)}/{int(n_all)} expensive, peer median share {median:.4f}")
         # volume spikes
         for pl in sorted(self.spikes):
@@ -906,10 +923,10 @@ class _Nation:
             median = others[mid] if len(others) % 2 else (others[mid - 1] + others[mid]) / 2
             amount = totals[k] - median
             month0 = date.fromordinal(self.months[k])
-            items = led.spike_items.get((b, k), [])
-            if items:
-                led.record("volume_spike", "", b, "", "", month0.isoformat(),
-                           date.fromordinal(self.spikes[pl][1]).isoformat(), amount, items,
+            acc = self.spike_acc[b]
+            if acc.n_items:
+                led.finish(acc, "volume_spike", "", b, "", month0.isoformat(),
+                           date.fromordinal(self.spikes[pl][1]).isoformat(), amount,
                            f"month total {totals[k]:.2f}, median of other months {median:.2f}")
         for wr in self.writers.values():
             wr.close()

@@ -31,7 +31,7 @@ def dtm(day: int, minute: int) -> str:
 
 def _esc(s: str) -> str:
     # HL7 v2.5 2.7: escape the delimiters that might occur in free text
-    if not s or not any(c in s for c in "|^~\\&"):
+    if not ("|" in s or "^" in s or "~" in s or "\\" in s or "&" in s):
         return s
     return (s.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\")
             .replace("~", "\\R\\").replace("&", "\\T\\"))

@@ -139,8 +139,8 @@ def typo(s: str, rng: random.Random) -> str:
     """One keyboard-style error: a letter dropped, doubled, swapped or replaced."""
     if len(s) < 3:
         return s + s[-1:]
-    i = rng.randrange(1, len(s) - 1)
-    op = rng.randrange(4)
+    i = 1 + int(rng.random() * (len(s) - 2))
+    op = int(rng.random() * 4)
     if op == 0:
         return s[:i] + s[i + 1:]
     if op == 1:

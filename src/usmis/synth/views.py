@@ -60,11 +60,11 @@ def _spell(s: str, script: str, upper: bool) -> str:
 def mistype_invalid(iin: str, rng: random.Random) -> str:
     """The IIN with one digit changed or two swapped so that the checksum fails."""
     for _ in range(50):
-        i = rng.randrange(12)
+        i = int(rng.random() * 12)
         if rng.random() < 0.5 and i < 11 and iin[i] != iin[i + 1]:
             cand = iin[:i] + iin[i + 1] + iin[i] + iin[i + 2:]
         else:
-            d = (int(iin[i]) + rng.randrange(1, 10)) % 10
+            d = (int(iin[i]) + (1 + int(rng.random() * 9))) % 10
             cand = iin[:i] + str(d) + iin[i + 1:]
         if not is_valid_iin(cand):
             return cand

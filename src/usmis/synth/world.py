@@ -67,6 +67,18 @@ class IdAllocator:
                 return prefix + str(check)
 
 
+_YMD: dict[int, tuple[int, int, int]] = {}
+
+
+def _ymd(day: int) -> tuple[int, int, int]:
+    """(year, month, day) of an ordinal, cached: there are only ~45 000 distinct days."""
+    t = _YMD.get(day)
+    if t is None:
+        d = date.fromordinal(day)
+        t = _YMD[day] = (d.year, d.month, d.day)
+    return t
+
+
 @dataclass(slots=True)
 class Person:
     idx: int
@@ -105,9 +117,9 @@ class Person:
         return min(ends) if ends else None
 
     def age_on(self, day: int) -> int:
-        b = date.fromordinal(self.birth)
-        d = date.fromordinal(day)
-        return d.year - b.year - ((d.month, d.day) < (b.month, b.day))
+        b = _ymd(self.birth)
+        d = _ymd(day)
+        return d[0] - b[0] - ((d[1], d[2]) < (b[1], b[2]))
 
 
 @dataclass(slots=True)
@@ -193,7 +205,7 @@ class PersonFactory:
 
     def phone(self) -> str:
         op = self.rng.choice(("701", "702", "705", "707", "708", "747", "771", "775", "776", "778"))
-        return f"+7{op}{self.rng.randrange(1000000, 9999999)}"
+        return f"+7{op}{(1000000 + int(self.rng.random() * 8999999))}"
 
     def make(self, idx: int) -> Person:
         rng = self.rng
@@ -201,17 +213,17 @@ class PersonFactory:
         sex = "M" if rng.random() < 0.485 else "F"
         born_in_period = rng.random() < opts.births_share
         if born_in_period:
-            birth = rng.randrange(self.start, self.end - 30)
+            birth = self.start + int(rng.random() * (self.end - 30 - self.start))
         else:
             band = bisect.bisect_right(self.band_cum, rng.random() * self.band_cum[-1])
-            age = AGE_BANDS[min(band, len(AGE_BANDS) - 1)][0] + rng.randrange(5)
-            birth = self.start - age * 365 - rng.randrange(365) - 1
+            age = AGE_BANDS[min(band, len(AGE_BANDS) - 1)][0] + int(rng.random() * 5)
+            birth = self.start - age * 365 - int(rng.random() * 365) - 1
         region = bisect.bisect_right(self.region_cum, rng.random() * self.region_cum[-1])
         region = min(region, len(REGIONS) - 1)
         eth, surname, given, patronymic = self.names(sex)
         street = rng.choice(self.pools.streets)
-        address = f"{street}, {rng.randrange(1, 180)}" + (
-            f", кв. {rng.randrange(1, 120)}" if rng.random() < 0.6 else "")
+        address = f"{street}, {(1 + int(rng.random() * 179))}" + (
+            f", кв. {(1 + int(rng.random() * 119))}" if rng.random() < 0.6 else "")
         bdate = date.fromordinal(birth)
         polys = self.polys_by_region[region] or self.all_polys
         p = Person(
@@ -219,18 +231,18 @@ class PersonFactory:
             surname=surname, given=given, patronymic=patronymic, iin=self.ids.iin(bdate, sex),
             region=region, address=address,
             phone="" if rng.random() < opts.noise.missing_phone else self.phone(),
-            poly=polys[rng.randrange(len(polys))], born_in_period=born_in_period,
+            poly=polys[int(rng.random() * (len(polys)))], born_in_period=born_in_period,
         )
         # life events within the period
         first = max(birth, self.start)
         age0 = p.age_on(first)
         years = (self.end - first) / 365.0
         if rng.random() < 1 - (1 - annual_mortality(age0)) ** years:
-            p.death = rng.randrange(first + 1, self.end + 1)
+            p.death = first + 1 + int(rng.random() * (self.end - first))
         elif rng.random() < opts.emigration_share:
-            p.emigration = rng.randrange(first + 1, self.end + 1)
+            p.emigration = first + 1 + int(rng.random() * (self.end - first))
         if sex == "F" and 20 <= age0 <= 34 and rng.random() < opts.noise.marriage:
-            day = rng.randrange(first + 30, self.end - 30)
+            day = first + 30 + int(rng.random() * max(1, self.end - 60 - first))
             if p.last_day is None or day < p.last_day:
                 male = rng.choice(self.pools.kz_surnames if rng.random() < 0.7
                                   else self.pools.ru_surnames)
@@ -281,7 +293,7 @@ def build_world(opts: SynthOptions, rng: random.Random, ids: IdAllocator,
     start = opts.period_start
 
     def add(kind: str, region: int, source: str, name: str, republican: bool = False) -> int:
-        reg = start - timedelta(days=rng.randrange(400, 9000))
+        reg = start - timedelta(days=(400 + int(rng.random() * 8600)))
         o = Org(len(orgs), ids.bin(reg), name, kind, region, source, republican)
         orgs.append(o)
         return o.idx
@@ -339,13 +351,13 @@ def build_world(opts: SynthOptions, rng: random.Random, ids: IdAllocator,
         for _ in range(count):
             sex = "F" if rng.random() < 0.7 else "M"
             _, surname, given, patronymic = pf.names(sex)
-            birth = date.fromordinal(s0 - rng.randrange(26 * 365, 64 * 365))
+            birth = date.fromordinal(s0 - (26 * 365 + int(rng.random() * 38 * 365)))
             pr = Practitioner(
                 idx=len(practitioners), pid=f"PR{len(practitioners) + 1:06d}",
                 iin=ids.iin(birth, sex), surname=surname, given=given, patronymic=patronymic,
                 speciality=spec, org=org, licence=f"KZ{next(lic_seq):08d}",
-                licence_from=s0 - rng.randrange(400, 7000),
-                employed_from=s0 - rng.randrange(30, 5000),
+                licence_from=s0 - (400 + int(rng.random() * 6600)),
+                employed_from=s0 - (30 + int(rng.random() * 4970)),
             )
             practitioners.append(pr)
             orgs[org].staff.setdefault(spec, []).append(pr.idx)
