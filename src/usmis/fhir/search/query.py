@@ -617,8 +617,8 @@ class Builder:
             raise bad(f"unknown sort parameter '{key}' for {rtype}", "_sort")
         if p.blind:
             raise bad(f"cannot sort by '{key}': it is stored only as blind index tokens", "_sort")
-        table = INDEX_TABLES[p.table]
-        i = table.alias()
+        # the plain table: this scalar subquery is a sibling of the WHERE subqueries
+        i = INDEX_TABLES[p.table]
         col = {
             "token": i.c.get("code"), "uri": i.c.get("code"), "string": i.c.get("norm"),
             "reference": i.c.get("target_id"), "quantity": i.c.get("value"),

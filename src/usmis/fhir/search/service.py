@@ -101,12 +101,12 @@ def search(
     )
     link_params = [(k, v) for k, v in params if k != "_cursor"]
     result.self_link = _link(base_url, resource_type, params)
+    keys = [(b.sort_expr(resource_type, k, d, r), d) for k, d in req.sort]
     count_stmt = select(func.count()).select_from(r).where(*where)
     if req.summary == "count" or req.count == 0:
         result.total = conn.execute(count_stmt).scalar_one()
         return result
 
-    keys = [(b.sort_expr(resource_type, k, d, r), d) for k, d in req.sort]
     rid = b.rid(r)
     direction, after = "a", None
     if req.cursor:
@@ -261,9 +261,6 @@ def _parse(rtype: str, params: list[tuple[str, str]], b: Builder) -> _Request:
             target.append((value, mod != ""))
         elif base == "_cursor":
             req.cursor = value
-    # validate sort keys early (unknown → 400 even when no rows match)
-    for key, desc in req.sort:
-        b.sort_expr(rtype, key, desc, b.src.table)
     for value, _ in req.includes + req.revincludes:
         _parse_include(value, "_include")
     return req
