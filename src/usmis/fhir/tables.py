@@ -64,3 +64,6 @@ resource_history = Table(
     PrimaryKeyConstraint("resource_type", "id", "version_id", name="pk_fhir_resource_history"),
     Index("ix_fhir_resource_history_updated", "last_updated"),
 )
+
+# The search index tables (owned by usmis.fhir.search) live on the same metadata.
+from usmis.fhir.search import tables as search_tables  # noqa: E402, F401
