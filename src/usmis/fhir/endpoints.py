@@ -7,8 +7,6 @@ commit together.  Every error leaves as an OperationOutcome (``usmis.app``'s han
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -20,14 +18,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import Engine
 
-from usmis.access.deps import current_principal
-from usmis.access.model import Principal
+from usmis.access.deps import access_context
 from usmis.fhir import bundles, model
-from usmis.fhir.context import AccessContext, RowMeta, SystemAccess
+from usmis.fhir.context import AccessContext
 from usmis.fhir.service import FhirService, StoredVersion, WriteResult
 from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import Keyring
-from usmis.kit.errors import BadRequest, Forbidden, UsmisError
+from usmis.kit.errors import BadRequest, UsmisError
 
 FHIR_JSON = "application/fhir+json"
 router = APIRouter(prefix="/fhir", tags=["fhir"])
@@ -39,37 +36,9 @@ class UnsupportedMediaType(UsmisError):
 
 
 # ---------------------------------------------------------------- access seam
-class ScopeAccess(SystemAccess):
-    """Used only until ``usmis.access.deps.access_context`` exists: SMART scopes, no
-    policy, no audit.  The real context (issue 6) replaces it automatically."""
-
-    def __init__(self, principal: Principal) -> None:
-        super().__init__(source_id=principal.source_id, author_org=principal.organization_id)
-        self.principal = principal
-
-    def authorize(self, action: str, resource_type: str, row: RowMeta | None = None) -> None:
-        from usmis.access.model import interaction_of
-
-        if resource_type == "*" and any(s.resource_type == "*" for s in self.principal.scopes):
-            return
-        if not self.principal.allows(resource_type, interaction_of(action)):
-            raise Forbidden(f"the token's scopes do not allow {action} on {resource_type}")
-
-
-_PRINCIPAL = Depends(current_principal)
-
-
-def _scope_access(principal: Principal = _PRINCIPAL) -> AccessContext:
-    return ScopeAccess(principal)
-
-
-def _access_dependency() -> Callable[..., Any]:
-    deps = importlib.import_module("usmis.access.deps")
-    dep = getattr(deps, "access_context", None)
-    return dep if callable(dep) else _scope_access
-
-
-ACCESS = Depends(_access_dependency())
+# The request's policy decision point + audit context (usmis.access, issue 6); it
+# implements usmis.fhir.context.AccessContext.
+ACCESS = Depends(access_context)
 
 
 # ---------------------------------------------------------------- helpers
