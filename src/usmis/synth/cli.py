@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +13,45 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 app = typer.Typer(no_args_is_help=True)
 
 
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs (``fraud.after_death=0.2``, ``months=12``) → generate() options."""
+    from usmis.synth.options import FraudRates, NoiseRates, SynthOptions
+
+    fields = {f.name: f for f in dataclasses.fields(SynthOptions)}
+    groups = {"noise": {f.name for f in dataclasses.fields(NoiseRates)},
+              "fraud": {f.name for f in dataclasses.fields(FraudRates)}}
+    out: dict[str, Any] = {"noise": {}, "fraud": {}}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected key=value: {key}")
+        group, dot, name = key.partition(".")
+        if dot:
+            if group not in groups or name not in groups[group]:
+                raise typer.BadParameter(f"unknown option {key}")
+            out[group][name] = float(raw)
+        elif key in fields and key not in ("people", "seed", "noise", "fraud"):
+            out[key] = date.fromisoformat(raw) if key == "period_start" else \
+                (int(raw) if key in ("months", "messages_per_file") else float(raw))
+        else:
+            raise typer.BadParameter(f"unknown option {key}")
+    return out
+
+
 @app.command()
 def synth(
     people: int = typer.Option(2000, help="number of people in the nation"),
     seed: int = typer.Option(1, help="random seed (same arguments → byte-identical output)"),
     out: Path = typer.Option(..., help="output folder (created; must be empty)"),  # noqa: B008
-    visits_per_year: float = typer.Option(3.0, help="outpatient visits per person per year"),
-    malformed: float = typer.Option(0.003, help="share of malformed messages/rows"),
+    set_: list[str] = typer.Option(  # noqa: B008
+        [], "--set", help="override an option, e.g. --set fraud.after_death=0.2 "
+        "--set noise.typo=0.05 --set visits_per_year=2 (see docs/nation.md)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Write a synthetic nation: 31 source systems' feeds plus ground truth."""
     from usmis.synth import generate
 
-    opts: dict[str, Any] = {"visits_per_year": visits_per_year,
-                            "noise": {"malformed": malformed}}
+    opts = _overrides(set_)
     if quiet:
         summary = generate(out, people, seed, **opts)
     else:
@@ -39,3 +66,5 @@ def synth(
                f"{summary.malformed} malformed, "
                f"{sum(summary.fraud_instances.values())} fraud instances in {summary.seconds}s "
                f"→ {summary.out}")
+    for scheme, n in sorted(summary.fraud_instances.items()):
+        typer.echo(f"  {scheme:<24} {n:>6} instances  {summary.fraud_amounts[scheme]:>16,.2f} KZT")
