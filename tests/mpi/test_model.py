@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usmis.mpi.iin import is_valid_iin
 from usmis.mpi.model import (
@@ -179,3 +181,20 @@ def test_record_from_fhir_patient() -> None:
     assert (r.given, r.surname_root, r.patronymic) == ("jana", "nurlan", "sarsenba")
     assert (r.iin_status, r.phone, r.sex) == ("valid", "7015550101", "F")
     assert r.street == "abaia 10"  # genitive "Абая" kept: a comparison key only
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                               max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+_KEYS = st.sampled_from(["identifier", "name", "birthDate", "gender", "telecom", "address"])
+
+
+@given(st.dictionaries(_KEYS, _JSON, max_size=6))
+@settings(max_examples=100, deadline=None)
+def test_any_patient_shaped_json_normalises_without_crashing(doc: dict[str, object]) -> None:
+    r = record_from_patient("p", {"resourceType": "Patient", **doc})
+    assert blocking_keys(r) is not None
+    compare(r, r)

@@ -14,7 +14,6 @@ similarities (names repeat a lot in a nation), then everything after it is numpy
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,28 +31,49 @@ from usmis.mpi.model import (
 )
 
 DETERMINISTIC = fs.DETERMINISTIC
+MIN_TRAINING_RECORDS = 1000
 
 
 def candidate_pairs(
     records: Sequence[MatchRecord], *, max_block: int = 200
 ) -> npt.NDArray[np.int64]:
-    """Distinct (i, j) pairs, i < j, of records sharing at least one blocking key."""
-    blocks: dict[str, list[int]] = defaultdict(list)
+    """Distinct (i, j) pairs, i < j, of records sharing at least one blocking key.
+
+    Keys are hashed to 64-bit integers and grouped by sorting (numpy), not in a dict of
+    strings: a million records have ~7 million keys, and the dict alone would cost GBs.
+    A hash collision only adds a candidate pair (it is compared and scored like any other).
+    """
+    n = len(records)
+    key_hash: list[int] = []
+    owner: list[int] = []
     for i, r in enumerate(records):
         for k in blocking_keys(r):
-            blocks[k].append(i)
+            key_hash.append(hash(k))
+            owner.append(i)
+    if not key_hash:
+        return np.zeros((0, 2), dtype=np.int64)
+    h = np.asarray(key_hash, dtype=np.int64)
+    o = np.asarray(owner, dtype=np.int64)
+    del key_hash, owner
+    order = np.lexsort((o, h))
+    h, o = h[order], o[order]
+    starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    sizes = np.diff(np.r_[starts, len(h)])
     chunks: list[npt.NDArray[np.int64]] = []
-    for members in blocks.values():
-        n = len(members)
-        if n < 2 or n > max_block:
+    for size in np.unique(sizes).tolist():
+        if size < 2 or size > max_block:
             continue
-        idx = np.asarray(members, dtype=np.int64)
-        a, b = np.triu_indices(n, k=1)
-        chunks.append(idx[a] * len(records) + idx[b])
+        group_starts = starts[sizes == size]
+        a, b = np.triu_indices(size, k=1)
+        left = o[group_starts[:, None] + a[None, :]].ravel()
+        right = o[group_starts[:, None] + b[None, :]].ravel()
+        lo, hi = np.minimum(left, right), np.maximum(left, right)
+        keep = lo != hi
+        chunks.append(lo[keep] * n + hi[keep])
     if not chunks:
         return np.zeros((0, 2), dtype=np.int64)
     codes = np.unique(np.concatenate(chunks))
-    return np.stack([codes // len(records), codes % len(records)], axis=1)
+    return np.stack([codes // n, codes % n], axis=1)
 
 
 def compare_pairs(
@@ -100,6 +120,14 @@ def train(
     u = fs.estimate_u(random_gammas(records, seed=seed).tolist())
     pats, counts = fs.patterns(gammas.tolist()) if len(gammas) else fs.patterns([])
     model = fs.em(pats, counts, u)
+    # EM's prior is the share of matches among *blocked* pairs (which the blocking makes
+    # large); decisions need the prior of two random records matching, as in Splink:
+    # the matches are (almost) all inside the blocked pairs.
+    n = len(records)
+    all_pairs = n * (n - 1) / 2
+    if all_pairs > 0 and len(gammas):
+        model.prior = min(max(model.prior * len(gammas) / all_pairs, 1e-12), 0.5)
+        model._refresh()
     if thresholds is not None:
         model.thresholds = thresholds
     return model
@@ -218,6 +246,9 @@ def link_batch(
     """
     pairs = candidate_pairs(records, max_block=max_block)
     gammas, det = compare_pairs(records, pairs)
+    if model is None and len(records) < MIN_TRAINING_RECORDS:
+        # EM on a handful of records estimates nothing; keep the prior knowledge.
+        model = fs.default_model()
     if model is None:
         model = train(records, gammas, thresholds=thresholds, seed=seed)
     elif thresholds is not None:

@@ -165,10 +165,30 @@ def level_frequencies(
     return out
 
 
+# Lowest u per (comparison, level) regardless of the sample: household members share a
+# phone and an address, so agreement there can never be near-proof of identity; and a
+# random sample of 10^5 pairs cannot measure a u below ~10^-5 anyway.
+U_FLOORS: dict[tuple[str, int], float] = {
+    ("phone", 1): 1e-3,
+    ("address", 2): 1e-3,
+    ("address", 1): 1e-2,
+    ("birth", 3): 1e-5,
+    ("birth", 2): 1e-6,
+    ("birth", 1): 1e-5,
+    ("iin", 2): 1e-7,
+    ("iin", 1): 1e-6,
+}
+U_FLOOR_DEFAULT = 1e-5
+
+
 def estimate_u(random_gammas: Iterable[Sequence[int]]) -> list[list[float]]:
     """u from comparisons of random record pairs, almost all of which are non-matches."""
     pats, counts = patterns(random_gammas)
-    return level_frequencies(pats, counts.astype(np.float64))
+    u = level_frequencies(pats, counts.astype(np.float64))
+    for k, (name, n_levels) in enumerate(COMPARISONS):
+        for lvl in range(1, n_levels):
+            u[k][lvl] = max(u[k][lvl], U_FLOORS.get((name, lvl), U_FLOOR_DEFAULT))
+    return u
 
 
 def em(

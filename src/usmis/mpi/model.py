@@ -230,59 +230,69 @@ def record_from_patient(patient_id: str, resource: dict[str, Any]) -> MatchRecor
     """
     source_id = ""
     iin = ""
-    for ident in resource.get("identifier") or []:
-        system = str(ident.get("system") or "")
+    for ident in _dicts(resource.get("identifier")):
+        system = _text(ident.get("system"))
         if system == IIN_SYSTEM and not iin:
-            iin = str(ident.get("value") or "")
+            iin = _text(ident.get("value"))
         elif system.startswith(SOURCE_PATIENT_PREFIX) and not source_id:
             source_id = system[len(SOURCE_PATIENT_PREFIX) :].split("/")[0]
-    name_list = resource.get("name") or []
-    name: dict[str, Any] = {}
-    for n in name_list:
-        if n.get("use") == "official":
-            name = n
-            break
-    else:
-        name = name_list[0] if name_list else {}
-    family = str(name.get("family") or "")
-    givens = [str(g) for g in name.get("given") or []]
+    name_list = _dicts(resource.get("name"))
+    name: dict[str, Any] = next(
+        (n for n in name_list if n.get("use") == "official"), name_list[0] if name_list else {}
+    )
+    family = _text(name.get("family"))
+    given_value = name.get("given")
+    givens = [_text(g) for g in given_value] if isinstance(given_value, list) else []
+    givens = [g for g in givens if g]
     patronymic = ""
-    for ext in name.get("extension") or []:
-        if "patronymic" in str(ext.get("url", "")).lower() or str(ext.get("url", "")).endswith(
-            "humanname-fathers-family"
-        ):
-            patronymic = str(ext.get("valueString") or "")
+    for ext in _dicts(name.get("extension")):
+        url = _text(ext.get("url"))
+        if "patronymic" in url.lower() or url.endswith("humanname-fathers-family"):
+            patronymic = _text(ext.get("valueString"))
     if not family and not givens and name.get("text"):
-        family, g, p = names.split_full_name(str(name["text"]))
+        family, g, p = names.split_full_name(_text(name["text"]))
         givens = [g] if g else []
         patronymic = patronymic or p
     if not patronymic and len(givens) > 1:
         patronymic = " ".join(givens[1:])
     phone = ""
-    for tel in resource.get("telecom") or []:
+    for tel in _dicts(resource.get("telecom")):
         if tel.get("system") in (None, "phone", "sms"):
-            phone = str(tel.get("value") or "")
+            phone = _text(tel.get("value"))
             if phone:
                 break
     locality = street = ""
-    addresses = resource.get("address") or []
+    addresses = _dicts(resource.get("address"))
     if addresses:
         a = addresses[0]
-        locality = str(a.get("city") or a.get("district") or "")
-        street = " ".join(str(x) for x in a.get("line") or [])
+        locality = _text(a.get("city")) or _text(a.get("district"))
+        lines = a.get("line")
+        street = " ".join(_text(x) for x in lines) if isinstance(lines, list) else ""
+    birth = resource.get("birthDate")
     return make_record(
         patient_id,
         source_id=source_id,
         given=givens[0] if givens else "",
         surname=family,
         patronymic=patronymic,
-        birth_date=resource.get("birthDate"),
-        sex=resource.get("gender"),
+        birth_date=birth if isinstance(birth, str) else _text(birth),
+        sex=_text(resource.get("gender")),
         iin=iin,
         phone=phone,
         locality=locality,
         street=street,
     )
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    # Malformed input (a source's, or a hostile $match caller's) must never crash matching.
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return ""
+    return str(value)
 
 
 # ---------------------------------------------------------------------------- comparisons
