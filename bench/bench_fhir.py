@@ -129,11 +129,16 @@ def machine() -> str:
 
 
 class Backend:
-    def __init__(self, kind: str, pg_url: str, workdir: Path) -> None:
+    def __init__(self, kind: str, pg_url: str, workdir: Path, existing: str = "",
+                 data_dir: str = "") -> None:
         self.kind = kind
+        self.dbname = ""
+        if existing:  # re-measure a store grown by an earlier run (--existing-db)
+            self.data_dir = Path(data_dir)
+            self.url = existing
+            return
         self.data_dir = workdir / f"data-{kind}"
         self.data_dir.mkdir(parents=True)
-        self.dbname = ""
         if kind == "sqlite":
             self.url = f"sqlite:///{self.data_dir / 'usmis.db'}"
         else:
@@ -347,12 +352,15 @@ def sample_targets(backend: Backend, n: int) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ main
 def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
     print(f"\n== {kind} ==")
-    backend = Backend(kind, args.pg_url, workdir)
+    backend = Backend(kind, args.pg_url, workdir, args.existing_db, args.data_dir)
     try:
         from usmis.access.tokens import issue_token
 
         token = issue_token(backend.settings(), subject="bench", role="admin",
                             ttl_seconds=24 * 3600)
+        if args.existing_db:
+            search_phase(backend, args, token, count_resources(backend))
+            return
         rng = random.Random(42)
         bundles = [make_bundle(rng, i)[0] for i in range(args.bundles * 2)]
         bodies = [orjson.dumps(b) for b in bundles]
@@ -373,25 +381,37 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
         have = 2 * args.bundles * 31
         if args.search_size > have:
             have = grow(backend, args.search_size, have, args.loaders)
-        targets = sample_targets(backend, args.queries)
-        server = Server(backend, 1)
-        try:
-            q_ident = [f"/fhir/Patient?identifier={IIN}|{iin}" for _, iin in targets]
-            q_obs = [f"/fhir/Observation?patient={pid}&code=http://loinc.org|{LOINC[i % 8]}"
-                     for i, (pid, _) in enumerate(targets)]
-            q_all = [f"/fhir/Patient/{pid}/$everything" for pid, _ in targets]
-            print(f"  search latency at {have:,} resources ({len(targets)} queries each, "
-                  "1 client, HTTP):")
-            for name, qs in (("Patient?identifier=", q_ident),
-                             ("Observation?patient=&code=", q_obs),
-                             ("Patient/$everything", q_all)):
-                med, p95 = latencies(server, token, qs)
-                print(f"    {name:28s} median {med:6.1f} ms   p95 {p95:6.1f} ms")
-        finally:
-            server.stop()
+        search_phase(backend, args, token, have)
     finally:
         if not args.keep:
             backend.drop()
+
+
+def count_resources(backend: Backend) -> int:
+    engine = create_engine(backend.url, poolclass=NullPool)
+    with engine.connect() as c:
+        n = int(c.execute(text("SELECT count(*) FROM fhir_resource")).scalar_one())
+    engine.dispose()
+    return n
+
+
+def search_phase(backend: Backend, args: argparse.Namespace, token: str, have: int) -> None:
+    targets = sample_targets(backend, args.queries)
+    server = Server(backend, 1)
+    try:
+        q_ident = [f"/fhir/Patient?identifier={IIN}|{iin}" for _, iin in targets]
+        q_obs = [f"/fhir/Observation?patient={pid}&code=http://loinc.org|{LOINC[i % 8]}"
+                 for i, (pid, _) in enumerate(targets)]
+        q_all = [f"/fhir/Patient/{pid}/$everything" for pid, _ in targets]
+        print(f"  search latency at {have:,} resources ({len(targets)} queries each, "
+              "1 client, HTTP):")
+        for name, qs in (("Patient?identifier=", q_ident),
+                         ("Observation?patient=&code=", q_obs),
+                         ("Patient/$everything", q_all)):
+            med, p95 = latencies(server, token, qs)
+            print(f"    {name:28s} median {med:6.1f} ms   p95 {p95:6.1f} ms")
+    finally:
+        server.stop()
 
 
 def main() -> None:
@@ -405,6 +425,9 @@ def main() -> None:
     ap.add_argument("--loaders", type=int, default=2)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the PostgreSQL bench database")
+    ap.add_argument("--existing-db", default="",
+                    help="only measure search on this already loaded database URL")
+    ap.add_argument("--data-dir", default="", help="its data dir (key file), with --existing-db")
     args = ap.parse_args()
     print(f"bench_fhir: {machine()}")
     print(f"workload: {args.bundles} transaction Bundles x 31 resources (1 Patient, "
