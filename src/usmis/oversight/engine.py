@@ -38,9 +38,10 @@ WITH d AS (
            arg_min(source_record_id, event_date) AS emigration_record
     FROM life_events WHERE event = 'emigration' GROUP BY person_key
 ), p AS (
-    -- several source records may describe one linked person: one row per person
-    SELECT person_key, mode(sex) AS sex, mode(birth_year) AS birth_year,
-           mode(birth_month) AS birth_month, mode(region) AS region
+    -- several source records may describe one linked person: one row per person.  max()
+    -- is a cheap, deterministic pick when sources disagree (rare after linking).
+    SELECT person_key, max(sex) AS sex, max(birth_year) AS birth_year,
+           max(birth_month) AS birth_month, max(region) AS region
     FROM persons GROUP BY person_key
 )
 SELECT p.person_key, p.sex, p.birth_year, p.birth_month, p.region,
@@ -64,7 +65,9 @@ def open_extract(
     root: Path, *, threads: int = 2, memory_limit: str = "3GB", temp_dir: Path | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A DuckDB connection with one view per extract table (empty tables if absent)."""
-    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+    con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
+                                 # rules sort what they return; order kept costs memory
+                                 "preserve_insertion_order": False})
     try:
         if temp_dir is not None:
             con.execute(f"SET temp_directory = '{temp_dir}'")

@@ -22,8 +22,10 @@ TARIFF = "https://usmis.kz/cs/tariff"
 LICENCE = "https://usmis.kz/sid/licence"
 BIN = "https://usmis.kz/sid/bin"
 SOURCE_PREFIX = "https://usmis.kz/sid/source/"
-EXT_EMIGRATION = "https://usmis.kz/fhir/StructureDefinition/emigration-date"
-EXT_DECEASED = "https://usmis.kz/fhir/StructureDefinition/deceased-date"
+EXT_BASE = "https://usmis.kz/fhir/StructureDefinition/"
+EXT_EMIGRATION = EXT_BASE + "emigration-date"
+EXT_DECEASED = EXT_BASE + "deceased-date"
+SOURCE_RECORD = "https://usmis.kz/source/"
 
 Row = dict[str, Any]
 PersonOf = Callable[[str | None], str | None]  # "Patient/<id>" → pseudonymous person key
@@ -39,15 +41,31 @@ def _day(value: Any) -> date | None:
 
 
 def _ref_id(ref: Any, rtype: str | None = None) -> str | None:
+    """The id a reference names: ``Type/id``, or a logical reference's identifier value
+    (ingestion refers to organisations by BIN and practitioners by registry id)."""
     if not isinstance(ref, dict):
         return None
     value = ref.get("reference")
-    if not isinstance(value, str) or "/" not in value:
-        return None
-    kind, _, rid = value.rpartition("/")
-    if rtype and not kind.endswith(rtype):
-        return None
-    return rid or None
+    if isinstance(value, str) and "/" in value:
+        kind, _, rid = value.rpartition("/")
+        if rtype and not kind.endswith(rtype):
+            return None
+        return rid or None
+    ident = ref.get("identifier")
+    if isinstance(ident, dict) and ident.get("value"):
+        return str(ident["value"])
+    return None
+
+
+def _ext(res: dict[str, Any], name: str) -> Any:
+    """The value of the USMIS extension ``…/StructureDefinition/<name>`` (any value[x])."""
+    url = EXT_BASE + name
+    for ext in res.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == url:
+            for k, v in ext.items():
+                if k.startswith("value"):
+                    return v
+    return None
 
 
 def _code(concept: Any, system: str | None = None) -> str | None:
@@ -113,9 +131,12 @@ def patient_rows(res: dict[str, Any], person_key: str) -> tuple[Row, list[Row]]:
 
 
 def claim_rows(res: dict[str, Any], person_of: PersonOf, org_of: Callable[[str | None], str | None]
-               ) -> list[Row]:
-    """One extract claim line per Claim.item."""
+               ) -> dict[str, list[Row]]:
+    """Claim lines (one per Claim.item) and what an inpatient or drug claim tells: the stay,
+    the dispensation and the claim's diagnoses."""
     base = _base(res, "claim")
+    out: dict[str, list[Row]] = {"claims": [], "stays": [], "dispensations": [],
+                                 "diagnoses": []}
     kind = {"institutional": "stay", "pharmacy": "drug", "professional": "service",
             "oral": "service", "vision": "service"}.get(_code(res.get("type")) or "", "service")
     person = person_of(_ref_id(res.get("patient"), "Patient"))
@@ -125,34 +146,120 @@ def claim_rows(res: dict[str, Any], person_of: PersonOf, org_of: Callable[[str |
         practitioner = _ref_id((member or {}).get("provider"), "Practitioner")
         if practitioner:
             break
+    # the service's record in the system that holds it (supportingInfo "source-record")
+    record_id = None
+    for info in res.get("supportingInfo") or []:
+        ident = ((info or {}).get("valueReference") or {}).get("identifier") or {}
+        system = str(ident.get("system") or "")
+        if system.startswith(SOURCE_RECORD) and ident.get("value"):
+            record_id = f"{system[len(SOURCE_RECORD):]}|{ident['value']}"
+            break
+    billing = record_id.split("|")[0] if record_id else base["source_system"]
     items = [i for i in res.get("item") or [] if isinstance(i, dict)]
-    out = []
+    first_day = None
     for n, item in enumerate(items, 1):
-        code = _code(item.get("productOrService"), TARIFF) or _code(item.get("productOrService"))
-        if kind == "service" and code and code.startswith("B"):
-            kind_i = "lab"
-        else:
-            kind_i = kind
+        concept = item.get("productOrService")
+        code = _code(concept, TARIFF) or _code(concept, ATC) or _code(concept)
+        kind_i = "lab" if kind == "service" and code and code.startswith("B") else kind
         qty = (item.get("quantity") or {}).get("value", 1)
         net = (item.get("net") or {}).get("value")
         if net is None:
             unit = (item.get("unitPrice") or {}).get("value", 0)
             net = float(unit or 0) * float(qty or 1)
-        served = _day(item.get("servicedDate")) or _day(
-            (item.get("servicedPeriod") or {}).get("start"))
-        record_type = {"stay": "stay", "drug": "dispensation"}.get(kind_i, "encounter")
-        encounters = item.get("encounter") or []
-        record_id = _ref_id(encounters[0]) if encounters else None
+        period = item.get("servicedPeriod") or {}
+        served = _day(item.get("servicedDate")) or _day(period.get("start"))
+        first_day = first_day or served
         suffix = f"#{n}" if len(items) > 1 else ""
-        out.append({
+        claim_id = f"{base['source_system']}|{base['source_record_id']}{suffix}"
+        record_type = {"stay": "stay", "drug": "dispensation"}.get(kind_i, "encounter")
+        line_record = record_id or claim_id
+        out["claims"].append({
             **base, "source_record_id": base["source_record_id"] + suffix,
-            "claim_id": f"{base['source_system']}|{base['source_record_id']}{suffix}",
-            "person_key": person, "provider_id": provider, "practitioner_id": practitioner,
-            "service_date": served, "code": code, "kind": kind_i, "quantity": float(qty or 1),
-            "amount": float(net or 0), "record_type": record_type, "record_id": record_id,
-            "billing_system": base["source_system"],
+            "claim_id": claim_id, "person_key": person, "provider_id": provider,
+            "practitioner_id": practitioner, "service_date": served, "code": code,
+            "kind": kind_i, "quantity": float(qty or 1), "amount": float(net or 0),
+            "record_type": record_type, "record_id": line_record, "billing_system": billing,
         })
+        if kind_i == "stay" and served:
+            out["stays"].append({**base, "source_record_id": line_record,
+                                 "source_system": billing, "stay_id": line_record,
+                                 "person_key": person, "org_id": provider,
+                                 "admit_date": served,
+                                 "discharge_date": _day(period.get("end")) or served,
+                                 "case_group": code})
+        if kind_i == "drug":
+            days = _ext(item, "days-supply")
+            out["dispensations"].append({
+                **base, "source_record_id": line_record, "source_system": billing,
+                "dispensation_id": line_record, "person_key": person, "org_id": provider,
+                "practitioner_id": practitioner, "dispense_date": served, "atc": code,
+                "quantity": float(qty or 1), "days_supply": int(days) if days else None})
+    for n, dx in enumerate(res.get("diagnosis") or []):
+        icd = _code((dx or {}).get("diagnosisCodeableConcept"), ICD10)
+        if icd:
+            rec = f"{base['source_record_id']}#dx{n}"
+            out["diagnoses"].append({**base, "source_record_id": rec,
+                                     "diagnosis_id": f"{base['source_system']}|{rec}",
+                                     "person_key": person, "org_id": provider,
+                                     "diagnosis_date": first_day, "icd10": icd})
     return out
+
+
+def life_event_rows(res: dict[str, Any], person_of: PersonOf) -> list[Row]:
+    """A registry's life event (Observation coded in https://usmis.kz/cs/life-event)."""
+    event = _code(res.get("code"), "https://usmis.kz/cs/life-event")
+    when = _day(res.get("effectiveDateTime"))
+    if event not in ("emigration", "death", "birth") or when is None:
+        return []
+    base = _base(res, "life-event")
+    return [{**base, "event_id": f"{base['source_system']}|{base['source_record_id']}",
+             "person_key": person_of(_ref_id(res.get("subject"), "Patient")), "event": event,
+             "event_date": when}]
+
+
+def tariff_row(res: dict[str, Any]) -> Row | None:
+    """ChargeItemDefinition → tariff (extensions as written by the reg_tariffs mapping)."""
+    code = _code(res.get("code"), TARIFF)
+    if not code:
+        return None
+    price = None
+    for group in res.get("propertyGroup") or []:
+        for comp in (group or {}).get("priceComponent") or []:
+            if (comp or {}).get("type") == "base":
+                price = ((comp.get("amount") or {}).get("value"))
+    category = _ext(res, "tariff-category") or ""
+    kind = {"visit": "service", "screening": "service", "procedure": "service", "lab": "lab",
+            "inpatient_case": "case_group", "capitation": "capitation"}.get(category, "service")
+    return {**_base(res, "tariff"), "code": code, "kind": kind, "price": price,
+            "std_minutes": _ext(res, "standard-minutes"), "sex": _ext(res, "allowed-sex") or None,
+            "min_age": _ext(res, "min-age"), "max_age": _ext(res, "max-age"),
+            "max_units_per_day": _ext(res, "max-units-per-day"),
+            "expensive": bool(_ext(res, "expensive-case-group")) if kind == "case_group"
+            else None,
+            "case_family": code.rstrip("X") if kind == "case_group" else None}
+
+
+def medication_rows(res: dict[str, Any]) -> tuple[list[Row], list[Row]]:
+    """MedicationKnowledge → (drug tariff rows, indication rows)."""
+    atc = _code(res.get("code"), ATC)
+    if not atc:
+        return [], []
+    base = _base(res, "drug")
+    indications = []
+    for guide in res.get("administrationGuidelines") or []:
+        icd = _code((guide or {}).get("indicationCodeableConcept"), ICD10)
+        if icd:
+            indications.append({**base, "source_record_id": f"{atc}:{icd}", "atc": atc,
+                                "icd10_prefix": icd})
+    if indications:
+        return [], indications
+    strength, max_mg = _ext(res, "strength-mg"), _ext(res, "max-daily-dose-mg")
+    price = None
+    for cost in res.get("cost") or []:
+        price = ((cost or {}).get("cost") or {}).get("value")
+    return [{**base, "code": atc, "kind": "drug", "price": price,
+             "max_daily_dose": (float(max_mg) / float(strength)) if strength and max_mg
+             else None}], []
 
 
 def encounter_rows(res: dict[str, Any], person_of: PersonOf,
@@ -230,7 +337,8 @@ def attachment_rows(res: dict[str, Any], person_of: PersonOf,
     if not any("attach" in c for c in codes):
         return []
     period = res.get("period") or {}
-    return [{**_base(res, "attachment"), "attachment_id": res.get("id"),
+    base = _base(res, "attachment")
+    return [{**base, "attachment_id": f"{base['source_system']}|{base['source_record_id']}",
              "person_key": person_of(_ref_id(res.get("patient"), "Patient")),
              "org_id": org_of(_ref_id(res.get("managingOrganization"), "Organization")),
              "start_date": _day(period.get("start")), "end_date": _day(period.get("end"))}]
@@ -242,7 +350,8 @@ def practitioner_rows(res: dict[str, Any]) -> tuple[Row, list[Row]]:
     for ext in res.get("extension") or []:
         if isinstance(ext, dict) and ext.get("url") == EXT_DECEASED:
             death = _day(ext.get("valueDate") or ext.get("valueDateTime"))
-    prac = {**base, "practitioner_id": res.get("id"), "speciality": None, "death_date": death}
+    pid = base["source_record_id"]  # the registry's practitioner id, as claims name them
+    prac = {**base, "practitioner_id": pid, "speciality": None, "death_date": death}
     licences = []
     for n, q in enumerate(res.get("qualification") or []):
         if not isinstance(q, dict):
@@ -252,16 +361,17 @@ def practitioner_rows(res: dict[str, Any]) -> tuple[Row, list[Row]]:
             continue
         period = q.get("period") or {}
         licences.append({**base, "source_record_id": f"{base['source_record_id']}#lic{n}",
-                         "licence_id": f"{res.get('id')}#{n}", "practitioner_id": res.get("id"),
+                         "licence_id": f"{pid}#{n}", "practitioner_id": pid,
                          "valid_from": _day(period.get("start")) or date(1900, 1, 1),
                          "valid_to": _day(period.get("end"))})
     return prac, licences
 
 
-def role_rows(res: dict[str, Any], org_of: Callable[[str | None], str | None]) -> list[Row]:
+def role_rows(res: dict[str, Any], org_of: Callable[[str | None], str | None],
+              prac_of: Callable[[str | None], str | None]) -> list[Row]:
     period = res.get("period") or {}
     return [{**_base(res, "practitionerrole"), "employment_id": res.get("id"),
-             "practitioner_id": _ref_id(res.get("practitioner"), "Practitioner"),
+             "practitioner_id": prac_of(_ref_id(res.get("practitioner"), "Practitioner")),
              "org_id": org_of(_ref_id(res.get("organization"), "Organization")),
              "start_date": _day(period.get("start")) or date(1900, 1, 1),
              "end_date": _day(period.get("end"))}]

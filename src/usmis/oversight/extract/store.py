@@ -36,7 +36,8 @@ from usmis.oversight.extract.writer import (
 )
 
 TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "EpisodeOfCare",
-         "Encounter", "Condition", "MedicationDispense", "Observation", "Claim")
+         "Encounter", "Condition", "MedicationDispense", "Observation", "Claim",
+         "ChargeItemDefinition", "MedicationKnowledge")
 
 
 def _last_updated(res: dict[str, Any]) -> datetime | None:
@@ -97,14 +98,27 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
             def org_of(org_id: str | None) -> str | None:
                 return org_bin.get(org_id or "", org_id)
 
-            for rtype in TYPES[1:]:
+            # Practitioners too: roles refer to them by resource id, claims by registry id.
+            prac_code: dict[str, str] = {}
+            for res in svc.iter_resources("Practitioner"):
+                prac, licences = fm.practitioner_rows(res)
+                prac_code[str(res.get("id"))] = str(prac["practitioner_id"])
+                stamp = _last_updated(res)
+                if since is None or (stamp or since) > since:
+                    _stamp([prac], stamp, rows["practitioners"])
+                    _stamp(licences, stamp, rows["licences"])
+
+            def prac_of(res_id: str | None) -> str | None:
+                return prac_code.get(res_id or "", res_id)
+
+            for rtype in TYPES[2:]:
                 for res in svc.iter_resources(rtype, since=since):
                     stamp = _last_updated(res)
                     if since is not None and stamp is not None and stamp <= since:
                         continue  # already in an earlier increment
                     if stamp and (newest is None or stamp > newest):
                         newest = stamp
-                    _map(rtype, res, rows, person_of, org_of, stamp)
+                    _map(rtype, res, rows, person_of, org_of, prac_of, stamp)
             repo.save_pseudonyms(conn, sorted(pseudonyms.items()))
             repo.set_watermark(conn, name, newest or since)
             audit_bridge.record_extract(
@@ -129,12 +143,17 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
     return manifest
 
 
+def _stamp(items: list[dict[str, Any]], stamp: datetime | None,
+           into: list[dict[str, Any]]) -> None:
+    for item in items:
+        item["last_updated"] = stamp.replace(tzinfo=None) if stamp else None
+        into.append(item)
+
+
 def _map(rtype: str, res: dict[str, Any], rows: defaultdict[str, list[dict[str, Any]]],
-         person_of: fm.PersonOf, org_of: Any, stamp: datetime | None) -> None:
+         person_of: fm.PersonOf, org_of: Any, prac_of: Any, stamp: datetime | None) -> None:
     def add(table: str, items: list[dict[str, Any]]) -> None:
-        for item in items:
-            item["last_updated"] = stamp.replace(tzinfo=None) if stamp else None
-            rows[table].append(item)
+        _stamp(items, stamp, rows[table])
 
     if rtype == "Patient":
         person_key = person_of(str(res.get("id")))
@@ -143,12 +162,8 @@ def _map(rtype: str, res: dict[str, Any], rows: defaultdict[str, list[dict[str, 
         person, events = fm.patient_rows(res, person_key)
         add("persons", [person])
         add("life_events", events)
-    elif rtype == "Practitioner":
-        prac, licences = fm.practitioner_rows(res)
-        add("practitioners", [prac])
-        add("licences", licences)
     elif rtype == "PractitionerRole":
-        add("employments", fm.role_rows(res, org_of))
+        add("employments", fm.role_rows(res, org_of, prac_of))
     elif rtype == "EpisodeOfCare":
         add("attachments", fm.attachment_rows(res, person_of, org_of))
     elif rtype == "Encounter":
@@ -161,5 +176,15 @@ def _map(rtype: str, res: dict[str, Any], rows: defaultdict[str, list[dict[str, 
         add("dispensations", fm.dispense_rows(res, person_of, org_of))
     elif rtype == "Observation":
         add("lab_tests", fm.observation_rows(res, person_of, org_of))
+        add("life_events", fm.life_event_rows(res, person_of))
     elif rtype == "Claim":
-        add("claims", fm.claim_rows(res, person_of, org_of))
+        for table, items in fm.claim_rows(res, person_of, org_of).items():
+            add(table, items)
+    elif rtype == "ChargeItemDefinition":
+        tariff = fm.tariff_row(res)
+        if tariff is not None:
+            add("tariffs", [tariff])
+    elif rtype == "MedicationKnowledge":
+        drugs, indications = fm.medication_rows(res)
+        add("tariffs", drugs)
+        add("indications", indications)

@@ -3,21 +3,29 @@
 -- practitioner's own services count (visits, screenings, procedures — kind 'service'); lab
 -- tests they ordered are performed by others.  The whole day's billing is at risk: a day
 -- that could not have happened as billed cannot be trusted in part.
-WITH per_patient AS (
-    -- two-stage aggregation (patient, then day) is much cheaper than count(DISTINCT ...)
-    SELECT c.practitioner_id, c.service_date, c.person_key,
-           any_value(c.provider_id) AS provider_id,
-           sum(coalesce(t.std_minutes, 0) * coalesce(c.quantity, 1)) AS minutes,
-           sum(c.amount) AS amount, count(*) AS lines
+WITH screen AS (
+    -- first pass over every practitioner-day with an approximate distinct count
+    -- (HyperLogLog, a few % error) and exact minutes; slack keeps borderline days
+    SELECT c.practitioner_id, c.service_date,
+           approx_count_distinct(c.person_key) AS approx_patients,
+           sum(coalesce(t.std_minutes, 0) * coalesce(c.quantity, 1)) AS minutes
     FROM claims c LEFT JOIN tariffs t ON t.code = c.code
     WHERE c.practitioner_id IS NOT NULL AND c.kind = 'service'
-    GROUP BY c.practitioner_id, c.service_date, c.person_key
+    GROUP BY c.practitioner_id, c.service_date
+    HAVING approx_count_distinct(c.person_key) > 0.8 * $max_patients_per_day
+        OR sum(coalesce(t.std_minutes, 0) * coalesce(c.quantity, 1)) > $max_minutes_per_day
 ), day AS (
-    SELECT practitioner_id, service_date, mode(provider_id) AS provider_id,
-           count(*) AS patients, sum(minutes) AS minutes, sum(amount) AS amount,
-           sum(lines) AS lines
-    FROM per_patient
-    GROUP BY practitioner_id, service_date
+    -- exact figures for the candidate days only
+    SELECT c.practitioner_id, c.service_date, mode(c.provider_id) AS provider_id,
+           count(DISTINCT c.person_key) AS patients,
+           sum(coalesce(t.std_minutes, 0) * coalesce(c.quantity, 1)) AS minutes,
+           sum(c.amount) AS amount, count(*) AS lines
+    FROM claims c
+    SEMI JOIN screen s ON s.practitioner_id = c.practitioner_id
+                      AND s.service_date = c.service_date
+    LEFT JOIN tariffs t ON t.code = c.code
+    WHERE c.kind = 'service'
+    GROUP BY c.practitioner_id, c.service_date
 ), flagged AS (
     SELECT * FROM day
     WHERE patients > $max_patients_per_day OR minutes > $max_minutes_per_day

@@ -5,30 +5,30 @@
 -- service the practitioner must be employed by the billing provider; for a lab test billed
 -- by the laboratory, by some provider.
 WITH lines AS (
-    SELECT c.*,
-           EXISTS (SELECT 1 FROM licences x
-                   WHERE x.practitioner_id = c.practitioner_id
-                     AND c.service_date >= x.valid_from
-                     AND (x.valid_to IS NULL OR c.service_date <= x.valid_to)) AS licensed,
-           EXISTS (SELECT 1 FROM employments e
-                   WHERE e.practitioner_id = c.practitioner_id
-                     AND (e.org_id = c.provider_id OR c.kind = 'lab')
-                     AND c.service_date >= e.start_date
-                     AND (e.end_date IS NULL OR c.service_date <= e.end_date)) AS employed
-    FROM claims c
-    WHERE c.practitioner_id IS NOT NULL AND c.kind IN ('service', 'lab')
-), registered AS (
-    SELECT DISTINCT practitioner_id FROM employments
-), hits AS (
-    SELECT l.*, p.death_date,
-           CASE WHEN p.death_date IS NOT NULL AND l.service_date > p.death_date THEN 'dead'
-                WHEN NOT l.licensed THEN 'unlicensed'
-                WHEN NOT l.employed AND r.practitioner_id IS NOT NULL THEN 'not_employed'
-           END AS why
-    FROM lines l
     -- only practitioners the registry knows are judged: an unknown id is a linkage gap
-    JOIN practitioners p ON p.practitioner_id = l.practitioner_id
-    LEFT JOIN registered r ON r.practitioner_id = l.practitioner_id
+    SELECT c.* FROM claims c SEMI JOIN practitioners p USING (practitioner_id)
+    WHERE c.kind IN ('service', 'lab')
+), dead AS (
+    SELECT l.*, 1 AS priority, 'dead' AS why, p.death_date
+    FROM lines l JOIN practitioners p USING (practitioner_id)
+    WHERE p.death_date IS NOT NULL AND l.service_date > p.death_date
+), unlicensed AS (
+    -- anti joins keep only the few failing lines (a per-line EXISTS is far slower)
+    SELECT l.*, 2 AS priority, 'unlicensed' AS why, NULL::DATE AS death_date
+    FROM lines l ANTI JOIN licences x
+      ON x.practitioner_id = l.practitioner_id AND l.service_date >= x.valid_from
+     AND (x.valid_to IS NULL OR l.service_date <= x.valid_to)
+), not_employed AS (
+    SELECT l.*, 3 AS priority, 'not_employed' AS why, NULL::DATE AS death_date
+    FROM lines l
+    SEMI JOIN (SELECT DISTINCT practitioner_id FROM employments) r USING (practitioner_id)
+    ANTI JOIN employments e
+      ON e.practitioner_id = l.practitioner_id AND (e.org_id = l.provider_id OR l.kind = 'lab')
+     AND l.service_date >= e.start_date AND (e.end_date IS NULL OR l.service_date <= e.end_date)
+), hits AS (
+    SELECT * FROM (SELECT * FROM dead UNION ALL SELECT * FROM unlicensed
+                   UNION ALL SELECT * FROM not_employed)
+    QUALIFY row_number() OVER (PARTITION BY claim_id ORDER BY priority) = 1
 )
 SELECT mode(provider_id) AS provider_id, practitioner_id, NULL::VARCHAR AS person_key,
        min(service_date) AS period_start, max(service_date) AS period_end,
@@ -45,5 +45,5 @@ SELECT mode(provider_id) AS provider_id, practitioner_id, NULL::VARCHAR AS perso
        CASE why WHEN 'dead' THEN $likelihood_dead WHEN 'unlicensed' THEN $likelihood_unlicensed
                 ELSE $likelihood_not_employed END AS likelihood,
        count(*)::DOUBLE AS score, why AS detail
-FROM hits WHERE why IS NOT NULL
+FROM hits
 GROUP BY practitioner_id, why

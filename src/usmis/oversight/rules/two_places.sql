@@ -8,7 +8,8 @@ WITH stay AS (
     SELECT s.*, c.claim_id AS stay_claim, c.amount AS stay_amount,
            c.provider_id AS stay_provider
     FROM stays s
-    LEFT JOIN claims c ON c.record_type = 'stay' AND c.record_id = s.stay_id
+    LEFT JOIN (SELECT * FROM claims WHERE kind = 'stay' AND record_type = 'stay') c
+           ON c.record_id = s.stay_id
 ), outpatient AS (
     SELECT c.provider_id, c.practitioner_id, c.person_key, c.service_date, c.service_date AS d2,
            [c.claim_id] AS item_ids, c.amount,
@@ -22,6 +23,8 @@ WITH stay AS (
                         code := s.case_group, amount := s.stay_amount)] AS ev,
            'outpatient_during_stay' AS detail
     FROM claims c
+    -- only people with a stay can be in two places: a cheap semi join first
+    SEMI JOIN (SELECT DISTINCT person_key FROM stays) sp ON sp.person_key = c.person_key
     JOIN stay s ON s.person_key = c.person_key
                AND c.service_date > s.admit_date AND c.service_date < s.discharge_date
     WHERE c.kind IN ('service', 'lab') AND c.record_type IS DISTINCT FROM 'stay'
