@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import statistics
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
@@ -50,6 +53,15 @@ def test_same_arguments_give_byte_identical_output(tmp_path: Path) -> None:
     assert a["ground_truth/people.csv"] != c["ground_truth/people.csv"]
     assert a["feeds/reg_population/reg_population.csv"] != \
         c["feeds/reg_population/reg_population.csv"]
+
+
+def test_output_does_not_depend_on_string_hashing(tmp_path: Path) -> None:
+    """Byte-identical across processes with different PYTHONHASHSEED (no set-order leaks)."""
+    code = "import sys; from usmis.synth import generate; generate(sys.argv[1], 150, 5)"
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], env=env, check=True)
+    assert _digest(tmp_path / "1") == _digest(tmp_path / "2")
 
 
 def test_output_folder_must_be_empty(tmp_path: Path) -> None:
@@ -256,6 +268,24 @@ def test_fraud_rates_land_near_the_configured_rates(nation: Nation) -> None:
     assert _within(by[("sex_age_incompatible", "sex")] + by[("sex_age_incompatible", "age")],
                    PEOPLE, FRAUD["sex_age_incompatible"], 5)
     assert _within(by[("no_indication", "")], PEOPLE, FRAUD["no_indication"], 5)
+
+
+def test_claim_level_fraud_rates(nation: Nation, all_claims: list[Claim]) -> None:
+    by = Counter((f["scheme"], f["variant"]) for f in nation.gt("fraud.csv"))
+    labelled = {i["record_id"] for i in nation.gt("fraud_items.csv")}
+    stays = [c for c in all_claims if c.source == "fund_claims_inpatient"
+             and c.claim_id not in labelled and c.discharge is not None
+             and (c.discharge - c.day).days >= 2]
+    assert _within(by[("two_places", "outpatient_in_stay")], len(stays),
+                   FRAUD["two_places_outpatient"], 5)
+    procedures = [c for c in all_claims if c.code.startswith("A03.")]
+    assert _within(by[("excess_units", "units_per_day")], len(procedures),
+                   FRAUD["excess_units"], 5)
+    labs = [c for c in all_claims if c.code.startswith("B03.") and c.src_system.startswith("lab")]
+    assert _within(by[("duplicate_billing", "across_systems")], len(labs),
+                   FRAUD["duplicate_billing_across"], 5)
+    drugs = [c for c in all_claims if c.source == "fund_claims_drugs"]
+    assert _within(by[("excess_units", "dose")], len(drugs), FRAUD["excess_dose"], 5)
 
 
 # -- amounts reproduce from the feeds ----------------------------------------------------------

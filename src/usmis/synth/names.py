@@ -159,6 +159,11 @@ class NamePools:
         ru = Person(Locale.RU, seed=seed + 1)
         kk_s = {kk.surname(gender=Gender.MALE) for _ in range(600)}
         ru_s = {ru.surname(gender=Gender.MALE) for _ in range(600)}
+        # no surnames of well-known public figures in synthetic people
+        famous = {"Путин", "Назарбаев", "Токаев", "Ленин", "Сталин", "Горбачев", "Ельцин",
+                  "Медведев", "Қонаев", "Кунаев", "Абай"}
+        kk_s -= famous
+        ru_s -= famous
         self.kz_surnames: list[str] = sorted(kk_s) + list(KZ_SURNAMES_BARE)
         # Russian male surnames that have a regular feminine form only
         self.ru_surnames: list[str] = sorted(
