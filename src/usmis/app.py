@@ -109,6 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The key file is created on first use (mode 600); the KEK never enters the database.
     app.state.keyring = keyring_for(settings.resolved_key_file)
     _install_error_handlers(app)
+    # Access logs without query values (they may carry IINs); access/audit, issue 6.
+    from usmis.audit.logs import install_redaction
+
+    install_redaction()
     for router in (
         access_router,
         audit_router,

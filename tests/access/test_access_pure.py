@@ -167,3 +167,14 @@ def test_type_level_decisions() -> None:
     assert decide_type(DOC, "search", "Observation").allowed
     assert not decide_type(who(Role.AUDITOR), "create", "Consent").allowed
     assert decide_type(who(Role.ADMIN, purpose_of_use="HOPERAT"), "export", "Patient").allowed
+
+
+def test_organizations_referenced_by_bin_count_too() -> None:
+    eoc = {"resourceType": "EpisodeOfCare", "status": "active",
+           "managingOrganization": {"identifier": {"system": "https://usmis.kz/sid/bin",
+                                                   "value": "011040709061"}}}
+    assert [c.organization_id for c in care_links("EpisodeOfCare", eoc)] == ["011040709061"]
+    enc = {"resourceType": "Encounter", "status": "finished", "serviceProvider": {
+        "reference": "Organization/o1",
+        "identifier": {"system": "https://usmis.kz/sid/bin", "value": "220440615035"}}}
+    assert [c.organization_id for c in care_links("Encounter", enc)] == ["o1", "220440615035"]

@@ -69,6 +69,32 @@ def ref_id(ref: Any, rtype: str) -> str | None:
     return None
 
 
+BIN_SYSTEM = "https://usmis.kz/sid/bin"
+
+
+def org_keys(ref: Any) -> list[str]:
+    """The keys an Organization reference names: its logical id and/or its BIN.
+
+    Sources reference organizations by BIN (logical reference, docs/CONTRACTS.md), the API
+    by ``Organization/id``; a principal's ``org`` claim matches either form, so both are
+    kept.  (Decision: no lookup of BIN ↔ id at write time — references must stay cheap.)
+    """
+    keys: list[str] = []
+    rid = ref_id(ref, "Organization")
+    if rid:
+        keys.append(rid)
+    if isinstance(ref, dict):
+        ident = ref.get("identifier")
+        if (
+            isinstance(ident, dict)
+            and ident.get("system") == BIN_SYSTEM
+            and isinstance(ident.get("value"), str)
+            and ident["value"]
+        ):
+            keys.append(ident["value"])
+    return keys
+
+
 def parse_instant(value: Any) -> datetime | None:
     """A FHIR date/dateTime/instant as an aware UTC datetime (partial dates: their start)."""
     if not isinstance(value, str) or not value:
@@ -102,28 +128,24 @@ def care_links(resource_type: str, resource: dict[str, Any]) -> list[CareLinkSpe
             resource.get("generalPractitioner") or []
         )
         for ref in refs:
-            org = ref_id(ref, "Organization")
-            if org:
+            for org in org_keys(ref):
                 out.append(CareLinkSpec(org, "attachment", None, None))
     elif resource_type == "EpisodeOfCare":
         if resource.get("status") in ("planned", "waitlist", "active", "onhold"):
-            org = ref_id(resource.get("managingOrganization"), "Organization")
             start, end = _period(resource.get("period"))
-            if org:
+            for org in org_keys(resource.get("managingOrganization")):
                 out.append(CareLinkSpec(org, "attachment", start, end))
     elif resource_type == "Encounter":
         if resource.get("status") not in ("cancelled", "entered-in-error"):
-            org = ref_id(resource.get("serviceProvider"), "Organization")
             start, end = _period(resource.get("period"))
-            if org:
+            for org in org_keys(resource.get("serviceProvider")):
                 out.append(CareLinkSpec(org, "encounter", start, end or start))
     elif resource_type == "ServiceRequest":
         if resource.get("status") in ("active", "on-hold"):
             start, end = _period(resource.get("occurrencePeriod"))
             start = start or parse_instant(resource.get("authoredOn"))
             for ref in resource.get("performer") or []:
-                org = ref_id(ref, "Organization")
-                if org:
+                for org in org_keys(ref):
                     out.append(CareLinkSpec(org, "referral", start, end))
     return out
 
@@ -161,9 +183,8 @@ def consent_rules(resource: dict[str, Any]) -> list[ConsentRuleSpec]:
         for cat in _labels(prov):
             rules.add(ConsentRuleSpec("deny-category", cat))
         for actor in prov.get("actor") or []:
-            org = ref_id(actor.get("reference") if isinstance(actor, dict) else None,
-                         "Organization")
-            if org:
+            ref = actor.get("reference") if isinstance(actor, dict) else None
+            for org in org_keys(ref):
                 rules.add(ConsentRuleSpec("deny-org", org))
     return sorted(rules, key=lambda r: (r.kind, r.value))
 

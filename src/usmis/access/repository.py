@@ -288,6 +288,8 @@ def upsert_block(conn: Connection, subject: str, reason: str, at: datetime) -> b
 
 
 def clear_block(conn: Connection, subject: str, by: str, at: datetime) -> bool:
+    """Lift the block; the guard's count starts afresh (the auditor reviewed the burst)."""
+    conn.execute(t.usage.delete().where(t.usage.c.subject == subject))
     res = conn.execute(
         update(t.block)
         .where(t.block.c.subject == subject, t.block.c.cleared_at.is_(None))
@@ -440,3 +442,28 @@ def patient_exists(conn: Connection, patient_id: str) -> bool:
         )
     ).first()
     return row is not None
+
+
+def sample_care_link(conn: Connection) -> tuple[str, str]:
+    """(organization, patient) of an attachment in force — for the demo's tokens.
+
+    Prefers a patient with an encounter at that organization too, so the clinician token
+    has something to read.  Raises LookupError when nothing is attached yet.
+    """
+    cl = t.care_link.c
+    enc = t.care_link.alias("enc")
+    row = conn.execute(
+        select(cl.organization_id, cl.patient_id)
+        .where(cl.kind == "attachment", cl.end.is_(None))
+        .order_by(
+            select(func.count())
+            .where(enc.c.patient_id == cl.patient_id, enc.c.kind == "encounter")
+            .scalar_subquery()
+            .desc(),
+            cl.id,
+        )
+        .limit(1)
+    ).first()
+    if row is None:
+        raise LookupError("no attachment is recorded yet")
+    return str(row[0]), str(row[1])

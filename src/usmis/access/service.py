@@ -6,11 +6,13 @@ Services never commit: the caller (CLI command, HTTP request) owns the transacti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
-from sqlalchemy import Connection
+from sqlalchemy import Connection, RowMapping
 
 from usmis.access import repository as repo
 from usmis.access.model import DEFAULT_SCOPES, Principal, Role, Scope, parse_scopes
@@ -23,6 +25,7 @@ from usmis.access.secrets import (
 )
 from usmis.access.tokens import issue_token, principal_from_claims
 from usmis.config import Settings
+from usmis.kit.crypto import keyring_for
 from usmis.kit.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 
 
@@ -253,10 +256,13 @@ def declare_emergency(
         secrets.token_hex(16), patient_id,
         now + timedelta(minutes=settings.emergency_access_minutes),
     )
+    sealed = keyring_for(settings.resolved_key_file).seal(
+        reason[:2000].encode(), f"emergency/{grant.id}".encode()
+    )
     repo.insert_grant(conn, {
         "id": grant.id, "subject": principal.subject, "organization_id": principal.organization_id,
-        "patient_id": patient_id, "reason": reason[:2000], "granted_at": now,
-        "expires_at": grant.expires_at,
+        "patient_id": patient_id, "kek_id": sealed.kek_id, "dek": sealed.dek,
+        "reason": sealed.ciphertext, "granted_at": now, "expires_at": grant.expires_at,
     })
     repo.insert_alert(conn, {
         "kind": "break-glass", "subject": principal.subject,
@@ -272,6 +278,13 @@ def declare_emergency(
         detail=json.dumps({"grant": grant.id, "expires": grant.expires_at.isoformat()}),
     ))
     return grant
+
+
+def grant_reason(settings: Settings, row: Mapping[str, Any] | RowMapping) -> str:
+    """The clinician's stated reason of an emergency grant (opened for auditor / patient)."""
+    return keyring_for(settings.resolved_key_file).open(
+        row["kek_id"], row["dek"], row["reason"], f"emergency/{row['id']}".encode()
+    ).decode()
 
 
 def review_emergency(

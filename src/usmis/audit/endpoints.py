@@ -195,7 +195,7 @@ def my_access(request: Request, p: Principal = PRINCIPAL) -> dict[str, Any]:
             "when": g["granted_at"].isoformat() if g["granted_at"] else None,
             "who": g["subject"],
             "organization": g["organization_id"],
-            "reason": g["reason"],
+            "reason": access_service.grant_reason(_settings(request), g),
             "until": g["expires_at"].isoformat() if g["expires_at"] else None,
             "reviewed": g["review_outcome"],
         }
@@ -257,7 +257,8 @@ def review_queue(request: Request, p: Principal = PRINCIPAL) -> dict[str, Any]:
     return {
         "emergency_grants": [
             {"id": g["id"], "who": g["subject"], "organization": g["organization_id"],
-             "patient": g["patient_id"], "reason": g["reason"],
+             "patient": g["patient_id"],
+             "reason": access_service.grant_reason(_settings(request), g),
              "granted_at": g["granted_at"].isoformat(), "expires_at": g["expires_at"].isoformat()}
             for g in rows
         ],
