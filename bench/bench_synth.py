@@ -13,6 +13,7 @@ Outputs go to a temporary folder and are deleted after each size unless --keep.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -21,15 +22,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 CHILD = """
 import sys, json, time
 from pathlib import Path
+from typing import Any
 from usmis.synth import generate
-s = generate(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+def progress(done, total):
+    print(f"progress {done} {total}", flush=True)
+s = generate(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), progress=progress)
 print(json.dumps({"records": sum(s.records.values()), "malformed": s.malformed,
-                  "fraud": sum(s.fraud_instances.values()), "seconds": s.seconds}))
+                  "fraud": sum(s.fraud_instances.values()), "seconds": s.seconds}), flush=True)
 """
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _machine() -> str:
@@ -51,28 +67,46 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run(n: int, seed: int, base: Path, keep: bool) -> dict[str, float]:
+def run(n: int, seed: int, base: Path, keep: bool, time_limit: float) -> dict[str, Any]:
+    """Generate n people in a child; stop it after time_limit seconds (0 = no limit).
+
+    The child's resident memory is sampled at every 1 % of progress, so a stopped run still
+    shows whether memory grows with the number of people written.
+    """
     out = base / f"nation-{n}"
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(n), str(seed)],
                             stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    trace: list[tuple[int, float]] = []
+    info: dict[str, Any] = {}
+    stopped = False
+    for line in proc.stdout:
+        if line.startswith("progress "):
+            done = int(line.split()[1])
+            trace.append((done, _rss_mb(proc.pid)))
+            if time_limit and time.perf_counter() - t0 > time_limit and done < n:
+                proc.terminate()
+                stopped = True
+                break
+        elif line.startswith("{"):
+            info = json.loads(line)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    assert proc.stdout is not None
-    line = proc.stdout.read().strip()
-    if status != 0:
+    if status != 0 and not stopped:
         raise SystemExit(f"generation of {n} people failed (status {status})")
-    import json
-
-    info = json.loads(line)
     size = _du(out)
     if not keep:
         shutil.rmtree(out)
-    return {"people": n, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "records": info["records"],
-            "malformed": info["malformed"], "fraud": info["fraud"], "disk_mb": size / 2**20}
+    done = trace[-1][0] if trace else 0
+    marks = [trace[int(len(trace) * q) - 1] for q in (0.1, 0.25, 0.5, 0.75, 1.0)
+             if int(len(trace) * q) >= 1]
+    return {"people": n, "done": done, "stopped": stopped, "wall_s": wall,
+            "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "records": info.get("records", 0), "malformed": info.get("malformed", 0),
+            "fraud": info.get("fraud", 0), "disk_mb": size / 2**20, "trace": marks}
 
 
 def main() -> None:
@@ -81,6 +115,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="folder for the nations")
     ap.add_argument("--keep", action="store_true", help="keep the generated nations")
+    ap.add_argument("--time-limit", type=float, default=0,
+                    help="stop a size after this many seconds (memory trace still shown)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     base = args.out or Path(tempfile.mkdtemp(prefix="synth-bench-"))
@@ -92,13 +128,17 @@ def main() -> None:
           f"{'rec/s (cpu)':>12} {'disk MB':>9}")
     rows = []
     for n in sizes:
-        r = run(n, args.seed, base, args.keep)
+        r = run(n, args.seed, base, args.keep, args.time_limit)
         rows.append(r)
+        rate = r["records"] / r["cpu_s"] if r["records"] else 0
         print(f"{n:>9} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['records']:>11} {r['records'] / r['cpu_s']:>12.0f} {r['disk_mb']:>9.0f}",
-              flush=True)
+              f"{r['records']:>11} {rate:>12.0f} {r['disk_mb']:>9.0f}", flush=True)
+        if r["stopped"]:
+            print(f"          stopped after {r['done']} of {n} people (--time-limit)")
+        trace = ", ".join(f"{d} people: {m:.0f} MB" for d, m in r["trace"])
+        print(f"          RSS while writing: {trace}", flush=True)
     for r in rows:
-        if r["people"] == 100_000:
+        if r["people"] == 100_000 and not r["stopped"]:
             ok = r["wall_s"] <= 120 and r["peak_rss_mb"] < 2048
             print(f"target 100k: <= 120 s and < 2048 MB -> wall {r['wall_s']:.0f} s "
                   f"(cpu {r['cpu_s']:.0f} s), {r['peak_rss_mb']:.0f} MB: "
