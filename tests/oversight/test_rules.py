@@ -66,12 +66,15 @@ def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> Non
     b.person("dead-detached", died="2025-06-15")
     b.person("new")
     b.person("left")
+    b.person("ghost-new", died="2025-01-20")
     for key, start, end in [("dead", "2020-01-01", None), ("gone", "2020-01-01", None),
                             ("ghost", "2020-01-01", None), ("seen", "2020-01-01", None),
                             ("dead-detached", "2020-01-01", "2025-06-20"),
                             ("new", "2025-01-01", None),
                             # detached in the window: "never seen for 24 months" cannot be said
-                            ("left", "2020-01-01", "2024-03-15")]:
+                            ("left", "2020-01-01", "2024-03-15"),
+                            # attached on 1 Oct 2025 though dead since January: Oct-Dec
+                            ("ghost-new", "2025-10-01", None)]:
         b.add("attachments", attachment_id=f"att-{key}", person_key=key, org_id="PC",
               start_date=d(start), end_date=d(end) if end else None)
     b.claim("c-seen", "seen", "PC", "2024-05-01", "A01", 10)
@@ -90,6 +93,7 @@ def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> Non
     assert "att-dead-detached" not in found
     assert "att-new" not in found
     assert "att-left" not in found
+    assert found["att-ghost-new"]["amount_at_risk"] == pytest.approx(3000)
 
 
 def test_impossible_day_patients_and_minutes(tmp_path: Path) -> None:

@@ -12,13 +12,15 @@ WITH units AS (
     SELECT c.provider_id, coalesce(c.practitioner_id, x.practitioner_id) AS practitioner_id,
            c.person_key, c.service_date, c.claim_id, c.source_system, c.source_record_id,
            c.code, c.amount, coalesce(x.quantity, c.quantity) AS quantity,
-           t.max_daily_dose * greatest(coalesce(x.days_supply, 1), 1) AS allowed,
+           -- whole units: floor(max daily dose × days); the epsilon absorbs float error
+           floor(t.max_daily_dose * greatest(coalesce(x.days_supply, 1), 1) + 1e-9) AS allowed,
            x.days_supply, 'dose_x_days' AS why
     FROM claims c
     JOIN tariffs t ON t.code = c.code
     LEFT JOIN dispensations x ON c.record_type = 'dispensation' AND x.dispensation_id = c.record_id
     WHERE c.kind = 'drug' AND t.max_daily_dose IS NOT NULL
-      AND coalesce(x.quantity, c.quantity) > t.max_daily_dose * greatest(coalesce(x.days_supply, 1), 1)
+      AND coalesce(x.quantity, c.quantity)
+          > floor(t.max_daily_dose * greatest(coalesce(x.days_supply, 1), 1) + 1e-9)
 ), hits AS (
     SELECT * FROM units UNION ALL SELECT * FROM dose
 )

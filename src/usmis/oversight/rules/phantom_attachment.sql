@@ -2,7 +2,8 @@
 -- patients: attached after death, after emigration, or never seen by anyone for
 -- $no_contact_months months.  Capitation is paid per person-month: a month is at risk when
 -- the person was (still) attached on its first day after the event.  date_diff('month', a, b)
--- counts the month starts in (a, b], which is exactly that.
+-- counts the month starts in (a, b], which is exactly that.  Only months inside the
+-- observation window ($window_months months up to the as-of date) count.
 WITH att AS (
     SELECT a.*, least(coalesce(a.end_date, $as_of::DATE), $as_of::DATE) AS paid_to
     FROM attachments a
@@ -34,13 +35,16 @@ WITH att AS (
     FROM att LEFT JOIN person_facts p USING (person_key)
     LEFT JOIN contact c USING (person_key)
 ), at_risk AS (
+    -- month starts counted are those in (risk_from, paid_to]: strictly after the event,
+    -- on or after the attachment start (hence start - 1 day), inside the window
     SELECT *,
-           CASE reason
-               WHEN 'dead' THEN greatest(start_date, death_date)
-               WHEN 'emigrated' THEN greatest(start_date, emigration_date)
-               ELSE greatest(start_date, coalesce(last_contact, start_date),
-                             $as_of::DATE - to_months($no_contact_months))
-           END AS risk_from
+           greatest(start_date - INTERVAL 1 DAY,
+                    $as_of::DATE - to_months($window_months),
+                    CASE reason
+                        WHEN 'dead' THEN death_date
+                        WHEN 'emigrated' THEN emigration_date
+                        ELSE coalesce(last_contact, DATE '0001-01-01')
+                    END)::DATE AS risk_from
     FROM classified WHERE reason IS NOT NULL
 )
 SELECT
