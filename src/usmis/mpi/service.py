@@ -220,7 +220,9 @@ def link_record(
             **sealed,
         },
     )
-    repo.replace_block_keys(conn, record.key, hashed_keys(keys, record))
+    repo.insert_block_rows(
+        conn, [{"key": k, "patient_id": record.key} for k in sorted(set(hashed_keys(keys, record)))]
+    )
     op = new_key()
     repo.insert_events(
         conn,
