@@ -151,3 +151,23 @@ period = { start = "$day|date" }
     enc = out.bundle["entry"][1]["resource"]
     assert enc["period"] == {"start": "2024-03-15"}
     assert enc["class"]["code"] == "AMB"
+
+
+def test_every_file_source_of_the_nation_has_a_mapping_using_only_its_columns() -> None:
+    """The synthetic nation describes each extract's columns; each mapping must use exactly
+    columns that exist (a typo would turn every row into a dead letter)."""
+    import re
+
+    from usmis.synth.sources import SOURCES
+
+    file_sources = [s for s in SOURCES if s.channel == "file"]
+    assert len(file_sources) >= 18
+    for s in file_sources:
+        path = files.SOURCES_DIR / f"{s.id}.toml"
+        assert path.exists(), s.id
+        columns = {c for c, _, _ in s.columns}
+        used = set(re.findall(r'\$([^|"}\s]+)', path.read_text(encoding="utf-8")))
+        assert used <= columns, (s.id, used - columns)
+        m = files.load_mapping(s.id)
+        assert m.encoding.lower().replace("-", "") == s.encoding.replace("-", ""), s.id
+        assert m.format == s.format, s.id

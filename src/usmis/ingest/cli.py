@@ -117,7 +117,8 @@ def _print_nation(r: dict[str, Any]) -> None:
 
 @app.command("ingest-worker")
 def ingest_worker(
-    batch: int = typer.Option(50, help="messages per transaction"),
+    batch: int = typer.Option(0, help="messages per transaction (0: 50 on PostgreSQL, "
+                                       "5 on SQLite)"),
     until_empty: bool = typer.Option(False, help="exit when nothing is pending"),
 ) -> None:
     """Process the inbox (SIGTERM: finish the batch, then exit)."""

@@ -220,7 +220,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_workers(settings: Settings, n: int, *, batch: int = 50) -> list[subprocess.Popen[bytes]]:
+def start_workers(settings: Settings, n: int, *, batch: int = 0) -> list[subprocess.Popen[bytes]]:
     """``n`` worker processes (``python -m usmis ingest-worker``)."""
     cmd = [sys.executable, "-m", "usmis", "ingest-worker", "--batch", str(batch)]
     return [subprocess.Popen(cmd, env=worker_env(settings), stdout=subprocess.DEVNULL)

@@ -26,7 +26,7 @@ log = get_logger("usmis.ingest.worker")
 def run_worker(
     settings: Settings,
     *,
-    batch: int = 50,
+    batch: int = 0,
     idle_sleep: float = 0.2,
     until_empty: bool = False,
     stop: threading.Event | None = None,
@@ -41,6 +41,11 @@ def run_worker(
             signal.signal(sig, lambda *_: stop.set())
     engine = make_engine(settings.resolved_database_url, pool_size=2)
     pipeline = Pipeline(settings, engine)
+    # SQLite has one writer: short transactions keep the MLLP listener's inbox commits (and
+    # so its ACKs) from waiting long behind a worker batch, and a short pause after each
+    # lets a waiting writer in (SQLite's lock is not fair).
+    sqlite = settings.is_sqlite
+    batch = batch or (5 if sqlite else 50)
     total = BatchResult()
     failures = 0
     try:
@@ -64,6 +69,8 @@ def run_worker(
                 total.reasons[k] = total.reasons.get(k, 0) + v
             if r.claimed and on_batch is not None:
                 on_batch(r)
+            if sqlite:
+                time.sleep(0.003)
             if not r.claimed:
                 if until_empty:
                     break

@@ -40,6 +40,8 @@ eq:<text>, ne:<text>, nonempty, choose:<a>:<b> (a if there is a value, else b),
 month (YYYY-MM → first day), prefix:<text>, lstrip0.
 ``mode = "create"`` on a resource makes it a conditional create (``ifNoneExist``): for
 records a row only mentions (the patient of a claim), so each row does not rewrite them.
+``put_by = "id"`` writes ``PUT Type/<uuid5(identifier)>`` for types the store cannot search by
+identifier (tariffs, formulary, payments); ``identifier = false`` for types without one.
 A failing transform rejects the row with rule, column and reason.
 """
 
@@ -82,6 +84,11 @@ class ResourceRule:
     when: str | None = None
     required: bool = False
     mode: str = "put"  # put: the row is the record's state; create: only ensure it exists
+    # identifier: conditional PUT on the source's identifier (searchable types);
+    # id: PUT Type/<uuid5 of the identifier> for types the store cannot search by identifier
+    # (reference data such as tariffs and formularies; the id is opaque and not personal)
+    put_by: str = "identifier"
+    identifier: bool = True  # False for types without an identifier element
 
 
 @dataclass
@@ -151,6 +158,7 @@ def parse_mapping(doc: dict[str, Any], source_id: str) -> FileMapping:
             name=r.get("name", f"r{i}"), type=r["type"], kind=r.get("kind", r["type"].lower()),
             key=r["key"], body=r.get("body", {}), when=r.get("when"),
             required=bool(r.get("required", False)), mode=r.get("mode", "put"),
+            put_by=r.get("put_by", "identifier"), identifier=bool(r.get("identifier", True)),
         ))
     return m
 
@@ -414,12 +422,22 @@ def map_row(raw: bytes, header: list[str] | None, m: FileMapping, source_id: str
         if r.name not in keys:
             continue
         system, key = keys[r.name]
-        body = row.render(r.body) or {}
+        body: dict[str, Any] = row.render(r.body) or {}
         ident = {"system": system, "value": key}
-        identifiers = [ident] + [i for i in body.pop("identifier", []) if i != ident]
-        resource = {"resourceType": r.type, "identifier": identifiers, **body,
-                    "meta": {"source": source_uri(source_id)}}
-        entry = put_entry(resource, system, key)
+        resource: dict[str, Any] = {"resourceType": r.type}
+        if r.identifier:
+            resource["identifier"] = [ident] + [
+                i for i in body.pop("identifier", []) if i != ident]
+        resource.update(body)
+        resource["meta"] = {"source": source_uri(source_id)}
+        if r.put_by == "id":
+            rid = full_url(system, key).removeprefix("urn:uuid:")
+            resource = {"resourceType": r.type, "id": rid,
+                        **{k: v for k, v in resource.items() if k != "resourceType"}}
+            entry: dict[str, Any] = {"fullUrl": full_url(system, key), "resource": resource,
+                     "request": {"method": "PUT", "url": f"{r.type}/{rid}"}}
+        else:
+            entry = put_entry(resource, system, key)
         if r.mode == "create":
             rtype, _, query = entry["request"]["url"].partition("?")
             entry["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}

@@ -159,8 +159,15 @@ def decode(raw: bytes, header: Header) -> str:
                      ack="AR", hl7_error=102) from None
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 def check_header(header: Header) -> None:
     """The refusals that concern the message as a whole (AR)."""
+    enc = header.get(2)
+    if len(enc) < 4 or len(set(enc[:4])) != 4 or any(c.isalnum() or c.isspace() for c in enc[:4]):
+        raise Reject("structure", "MSH-2", "encoding characters are not four distinct "
+                     "delimiters", ack="AR", hl7_error=102)
     if not _VERSION.match(header.version):
         raise Reject("version", "MSH-12", f"unsupported version '{header.version[:10]}'",
                      ack="AR", hl7_error=203)
@@ -179,6 +186,9 @@ def parse(raw: bytes) -> tuple[Header, hl7.Message]:
     header = read_header(raw)
     check_header(header)
     text = decode(raw, header).replace("\r\n", "\r").replace("\n", "\r").strip("\r\x0b\x1c ")
+    if _CONTROL.search(text):
+        raise Reject("structure", "message", "control characters in the message", ack="AR",
+                     hl7_error=102)
     try:
         msg = hl7.parse(text)
     except Exception:  # the library raises several types on broken input

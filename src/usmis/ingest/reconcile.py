@@ -1,0 +1,111 @@
+"""Evaluation: does what was stored reconcile with a synthetic nation's ground truth?
+
+This is evaluation code: it is the one place in ingest that reads ``ground_truth/``.
+Per source it compares
+
+- messages processed into the store (inbox ``done``) with the ground truth's well-formed
+  records (exact re-sends are deduplicated by the inbox and not counted twice),
+- dead letters with the malformed records,
+- stored Patients with the distinct patient ids the source used,
+- for FHIR sources, stored resources per type with the types the bundles carried,
+
+and that nothing is left pending and no source record is stored twice.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from usmis.ingest import tables as t
+
+HL7_KINDS = {"ADT^A01", "ADT^A03", "ADT^A04", "ADT^A08", "ADT^A40", "ORU^R01"}
+
+
+def expected(nation_dir: Path) -> dict[str, dict[str, int]]:
+    """Per source: messages (well-formed), malformed, patients, and FHIR types."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    with (nation_dir / "ground_truth" / "counts.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            src, kind = row["source_id"], row["kind"]
+            good, bad = int(row["well_formed"]), int(row["malformed"])
+            d = out[src]
+            if kind == "patient_ids":
+                d["patients"] = good
+            elif kind in HL7_KINDS or kind in {"Bundle", "row"}:
+                d["messages"] += good
+                d["malformed"] += bad
+            else:
+                d[f"type:{kind}"] = good
+    return {k: dict(v) for k, v in out.items()}
+
+
+def actual(conn: Connection) -> dict[str, dict[str, int]]:
+    from usmis.fhir import tables as ft
+
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    i = t.inbox
+    for src, status, n in conn.execute(
+            select(i.c.source_id, i.c.status, func.count()).group_by(i.c.source_id, i.c.status)):
+        out[src][status] = int(n)
+    r = ft.resource
+    for src, rtype, n in conn.execute(
+            select(r.c.source_id, r.c.resource_type, func.count())
+            .where(r.c.deleted.is_(False))
+            .group_by(r.c.source_id, r.c.resource_type)):
+        if src:
+            out[src][f"type:{rtype}"] = int(n)
+    return {k: dict(v) for k, v in out.items()}
+
+
+def reconcile(conn: Connection, nation_dir: Path) -> dict[str, Any]:
+    """``{"ok": bool, "sources": {id: {...}}, "problems": [...]}``."""
+    exp, act = expected(nation_dir), actual(conn)
+    problems: list[str] = []
+    table: dict[str, Any] = {}
+    for src in sorted(exp):
+        e, a = exp[src], act.get(src, {})
+        row = {
+            "well_formed": e.get("messages", 0), "stored": a.get("done", 0),
+            "malformed": e.get("malformed", 0), "dead": a.get("dead", 0),
+            "pending": a.get("pending", 0),
+        }
+        if "patients" in e:
+            row["patients_expected"] = e["patients"]
+            row["patients_stored"] = a.get("type:Patient", 0)
+        for k, v in e.items():
+            if k.startswith("type:") and k != "type:Patient":
+                row[f"{k[5:]}_expected"] = v
+                row[f"{k[5:]}_stored"] = a.get(k, 0)
+        table[src] = row
+        if row["stored"] != row["well_formed"]:
+            problems.append(f"{src}: stored {row['stored']} of {row['well_formed']} records")
+        if row["dead"] != row["malformed"]:
+            problems.append(f"{src}: {row['dead']} dead letters for {row['malformed']} "
+                            "malformed records")
+        if row["pending"]:
+            problems.append(f"{src}: {row['pending']} still pending")
+        if "patients_expected" in row and row["patients_stored"] != row["patients_expected"]:
+            problems.append(f"{src}: {row['patients_stored']} Patients for "
+                            f"{row['patients_expected']} patient ids")
+    return {"ok": not problems, "sources": table, "problems": problems}
+
+
+def duplicates(conn: Connection) -> int:
+    """Source records stored more than once: two resources of one type carrying the same
+    source identifier (system ``…/sid/source/{id}/{kind}`` and value, compared through the
+    store's blind identifier index)."""
+    from usmis.fhir.search.tables import idx_token as tok
+
+    inner = (
+        select(tok.c.res_type)
+        .where(tok.c.param == "identifier", tok.c.system.like("https://usmis.kz/sid/source/%"))
+        .group_by(tok.c.res_type, tok.c.system, tok.c.code)
+        .having(func.count(func.distinct(tok.c.res_id)) > 1)
+        .subquery()
+    )
+    return int(conn.execute(select(func.count()).select_from(inner)).scalar_one())

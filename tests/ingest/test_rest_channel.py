@@ -1,0 +1,145 @@
+"""The FHIR REST channel (/ingest/fhir) over real HTTP (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from usmis.config import Settings
+from usmis.ingest import sources
+from usmis.ingest import tables as t
+from usmis.ingest.endpoints import router
+from usmis.ingest.pipeline import Pipeline
+from usmis.kit.db import transaction
+
+from .test_pipeline import _count, _resources
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    from usmis.app import create_app
+
+    app: FastAPI = create_app(settings)
+    app.state.engine = engine
+    if not any(getattr(r, "path", "") == "/ingest/fhir" for r in app.routes):
+        app.include_router(router)
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def token(engine: Engine) -> str:
+    with transaction(engine) as conn:
+        creds = sources.add_source(conn, source_id="ehr-test", name="Test EHR",
+                                   kind="polyclinic", channels=["rest"], formats=["fhir"])
+    assert creds.token
+    return creds.token
+
+
+def _batch() -> dict[str, Any]:
+    sid = "https://usmis.kz/sid/source/ehr-test"
+    return {
+        "resourceType": "Bundle", "type": "batch", "id": "B1",
+        "timestamp": "2024-04-15T11:52:00+05:00",
+        "entry": [
+            {"resource": {"resourceType": "Patient",
+                          "identifier": [{"system": f"{sid}/patient", "value": "p1"}],
+                          "gender": "female", "birthDate": "1984-06-04"},
+             "request": {"method": "PUT", "url": f"Patient?identifier={sid}/patient|p1"}},
+            {"resource": {"resourceType": "Encounter",
+                          "identifier": [{"system": f"{sid}/encounter", "value": "e1"}],
+                          "status": "finished",
+                          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                    "code": "AMB"},
+                          "subject": {"type": "Patient", "identifier": {
+                              "system": f"{sid}/patient", "value": "p1"}}},
+             "request": {"method": "PUT", "url": f"Encounter?identifier={sid}/encounter|e1"}},
+        ],
+    }
+
+
+def test_source_posts_a_bundle_and_it_is_stored_as_its_own(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    r = client.post("/ingest/fhir", content=orjson.dumps(_batch()),
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 202, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert Pipeline(settings, engine).drain().done == 1
+    (patient,) = _resources(engine, settings, "Patient")
+    (enc,) = _resources(engine, settings, "Encounter")
+    # the logical reference was resolved: the Encounter is in the Patient's compartment
+    assert enc["subject"]["reference"] == f"Patient/{patient['id']}"
+    assert patient["meta"]["source"] == "https://usmis.kz/source/ehr-test"
+    # the same bundle again: deduplicated by the inbox
+    client.post("/ingest/fhir", content=orjson.dumps(_batch()),
+                headers={"Authorization": f"Bearer {token}"})
+    Pipeline(settings, engine).drain()
+    assert _count(engine, "Encounter") == 1
+
+
+def test_bad_or_missing_credentials_are_refused(
+    client: TestClient, token: str, engine: Engine
+) -> None:
+    body = orjson.dumps(_batch())
+    assert client.post("/ingest/fhir", content=body).status_code == 401
+    bad = token[:-3] + "xyz"
+    assert client.post("/ingest/fhir", content=body,
+                       headers={"Authorization": f"Bearer {bad}"}).status_code == 401
+    with transaction(engine) as conn:
+        sources.set_enabled(conn, "ehr-test", False)
+    r = client.post("/ingest/fhir", content=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
+    with engine.connect() as c:
+        assert c.execute(select(t.inbox)).first() is None
+
+
+def test_a_source_cannot_write_into_another_sources_namespace(
+    client: TestClient, token: str, engine: Engine
+) -> None:
+    b = _batch()
+    b["entry"][0]["resource"]["identifier"][0]["system"] = "https://usmis.kz/sid/source/x/patient"
+    r = client.post("/ingest/fhir", content=orjson.dumps(b),
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[0].resource.identifier"]
+
+
+def test_malformed_json_is_a_dead_letter_with_an_operation_outcome(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    r = client.post("/ingest/fhir", content=orjson.dumps(_batch())[:100],
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400
+    assert r.json()["issue"][0]["diagnostics"].startswith("json")
+    with engine.connect() as c:
+        dl = c.execute(select(t.dead_letter)).one()._mapping
+    assert (dl["rule"], dl["source_id"]) == ("json", "ehr-test")
+
+
+def test_invalid_resource_is_dead_lettered_with_the_element_path(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    b = _batch()
+    del b["entry"][1]["resource"]["status"]
+    client.post("/ingest/fhir", content=orjson.dumps(b),
+                headers={"Authorization": f"Bearer {token}"})
+    result = Pipeline(settings, engine).drain()
+    assert result.dead == 1
+    with engine.connect() as c:
+        dl = c.execute(select(t.dead_letter)).one()._mapping
+    assert dl["rule"].startswith("fhir-")
+    assert "Encounter" in dl["field"] or "entry[1]" in dl["field"]
+    assert _count(engine, "Patient") == 0  # a bundle is stored whole or not at all
+
+
+def test_admin_api_needs_a_token(client: TestClient) -> None:
+    assert client.get("/ingest/sources").status_code == 401
+    assert client.get("/ingest/deadletters").status_code == 401
