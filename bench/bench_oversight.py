@@ -340,7 +340,7 @@ def generate(root: Path, n_claims: int, seed: int = 7) -> None:
         # planted duplicates: 0.2% of lines repeat the previous line's person/date/code
         dup = np.flatnonzero(rng.random(n) < 0.002)
         dup = dup[dup > 0]
-        for arr in (person, off, provider, prac, code, price, kind):
+        for arr in (person, off, provider, prac, code, price, qty, kind):
             arr[dup] = arr[dup - 1]
         write_part(
             root,

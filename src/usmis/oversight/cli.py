@@ -47,7 +47,7 @@ def extract_cmd(
         from usmis.oversight.service import extract_dir
 
         target = out or extract_dir(s)
-        manifest = build_nation_extract(nation, target, settings=s)
+        manifest = build_nation_extract(nation, target, settings=s, save_pseudonyms=True)
     else:
         from usmis.oversight.extract.store import build_store_extract
 

@@ -131,9 +131,7 @@ def providers(_: Principal = READER, conn: Connection = CONN,
 @router.get("/cases")
 def cases(_: Principal = READER, conn: Connection = CONN,
           status: str | None = None) -> list[dict[str, Any]]:
-    from usmis.oversight import repository
-
-    return repository.list_cases(conn, status=status)
+    return service.cases(conn, status=status)
 
 
 @router.post("/cases", status_code=201)

@@ -215,6 +215,10 @@ def open_case(conn: Connection, actor: Actor, finding_ids: list[int], title: str
     return case_id
 
 
+def cases(conn: Connection, *, status: str | None = None) -> list[dict[str, Any]]:
+    return repo.list_cases(conn, status=status)
+
+
 def case_detail(conn: Connection, case_id: int) -> dict[str, Any]:
     case = repo.get_case(conn, case_id)
     if case is None:

@@ -148,11 +148,19 @@ _CLAIM_COLUMNS = {
 }
 
 
-def build_tables(nation: Nation, key: bytes) -> dict[str, list[Row]]:
+def build_tables(nation: Nation, key: bytes,
+                 pairs: dict[str, str] | None = None) -> dict[str, list[Row]]:
+    """The extract's tables; ``pairs`` (if given) collects pseudonym → person id."""
     t: dict[str, list[Row]] = {}
+    seen: dict[str, str] = {} if pairs is None else pairs
 
     def alias(person_id: str | None) -> str | None:
-        return model.pseudonym(key, person_id) if person_id else None
+        if not person_id:
+            return None
+        found = seen.get(person_id)
+        if found is None:
+            found = seen[person_id] = model.pseudonym(key, person_id)
+        return found
 
     def prov(source: str, record: str) -> Row:
         return {"source_system": source, "source_record_id": record}
@@ -408,16 +416,32 @@ def _hl7_diagnoses(nation: Nation, alias: Any) -> list[Row]:
 
 
 def build_nation_extract(nation_dir: Path, out: Path, *, settings: Settings | None = None,
-                         key: bytes | None = None) -> Manifest:
-    """Write the dev/evaluation extract of ``nation_dir`` into ``out`` (replacing it)."""
+                         key: bytes | None = None, save_pseudonyms: bool = False) -> Manifest:
+    """Write the dev/evaluation extract of ``nation_dir`` into ``out`` (replacing it).
+
+    ``save_pseudonyms`` stores pseudonym → ground-truth person id in the USMIS database so
+    the (audited) re-identification works on a dev extract too.
+    """
     import shutil
 
     from usmis.oversight.service import key_path
 
+    settings = settings or Settings()
     if key is None:
-        key = model.load_or_create_key(key_path(settings or Settings()))
+        key = model.load_or_create_key(key_path(settings))
     nation = Nation(nation_dir)
-    tables = build_tables(nation, key)
+    persons: dict[str, str] = {}
+    tables = build_tables(nation, key, persons)
+    if save_pseudonyms:
+        from usmis.kit.db import make_engine, transaction
+        from usmis.oversight import repository as repo
+
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            with transaction(engine) as conn:
+                repo.save_pseudonyms(conn, sorted((a, p) for p, a in persons.items()))
+        finally:
+            engine.dispose()
     if out.exists():
         shutil.rmtree(out)
     counts = {}
