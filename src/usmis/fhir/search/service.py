@@ -84,9 +84,7 @@ def search(
     """Run one search; raises BadRequest (400) naming the offending parameter."""
     src = source or default_source()
     if conn.dialect.name == "postgresql":
-        # psycopg prepares repeated statements and PostgreSQL may then switch to a generic
-        # plan that ignores the actual (very selective) values: 10x slower searches.
-        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        _no_generic_plans(conn)
     b = Builder(conn.dialect.name, hmac, src, base_url, restrict, strict)
     req = _parse(resource_type, params, b)
     r = src.table
@@ -143,6 +141,17 @@ def search(
     if req.includes or req.revincludes:
         result.includes = _includes(conn, b, resource_type, result.ids, req)
     return result
+
+
+def _no_generic_plans(conn: Connection) -> None:
+    """psycopg server-prepares a statement run 5 times, and PostgreSQL may then switch to a
+    generic plan that ignores the actual, very selective values (10x slower searches).
+    Unprepared statements are always planned for their values; turning preparation off on
+    this DBAPI connection is a client-side attribute (no round trip).  It also applies to
+    the caller's other statements on the connection, which is harmless."""
+    driver = conn.connection.driver_connection
+    if getattr(driver, "prepare_threshold", None) is not None:
+        driver.prepare_threshold = None  # type: ignore[union-attr]
 
 
 def _ord(k: Any, asc: bool, backward: bool) -> Any:
