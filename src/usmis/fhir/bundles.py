@@ -119,13 +119,12 @@ def _response(result: WriteResult, with_resource: bool) -> dict[str, Any]:
 
 
 def _with_path(exc: UsmisError, path: str) -> UsmisError:
-    exc.message = f"{path}: {exc.message}"
-    exc.args = (exc.message,)
+    """Name the failing entry (validation issues are already rooted at it)."""
+    if not exc.message.startswith("Bundle.entry["):
+        exc.message = f"{path}: {exc.message}"
+        exc.args = (exc.message,)
     if not exc.expression:
         exc.expression = [path]
-    issues = getattr(exc, "issues", None)
-    if issues is None:
-        return exc
     return exc
 
 
