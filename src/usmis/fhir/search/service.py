@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, or_, select, true, tuple_
 
 from usmis.fhir.search.indexing import BlindIndex
 from usmis.fhir.search.query import (
@@ -154,9 +154,17 @@ def _no_generic_plans(conn: Connection) -> None:
         driver.prepare_threshold = None  # type: ignore[union-attr]
 
 
+def _nullable(k: Any) -> bool:
+    """Sort keys on index values may be missing; NOT NULL columns (id, last_updated) not —
+    and a plain ORDER BY on those can walk the resource table's index."""
+    return bool(getattr(k, "nullable", True))
+
+
 def _ord(k: Any, asc: bool, backward: bool) -> Any:
     # Missing values sort last in the requested order, hence first when walking backward.
     e = k.asc() if asc else k.desc()
+    if not _nullable(k):
+        return e
     return e.nulls_first() if backward else e.nulls_last()
 
 
@@ -165,6 +173,12 @@ def _seek(
 ) -> ColumnElement[bool]:
     """Rows strictly after (or, walking backward, before) the cursor row in the sort order."""
     *vals, last_id = after
+    if all(not _nullable(k) for k, _ in keys) and len({d for _, d in keys}) <= 1:
+        # one direction, no NULLs (e.g. -_lastUpdated): a row-value comparison, which
+        # PostgreSQL turns into an index range on (type, last_updated, ...)
+        desc = keys[0][1] if keys else False
+        row, cur = tuple_(*(k for k, _ in keys), rid), tuple_(*vals, last_id)
+        return row < cur if desc != backward else row > cur
     cond: ColumnElement[bool] = rid < last_id if backward else rid > last_id
     for (k, desc), v in reversed(list(zip(keys, vals, strict=True))):
         moves_up = (not desc) != backward  # the walk goes towards larger values
@@ -177,7 +191,7 @@ def _seek(
             )
             continue
         beyond = (k > v) if moves_up else (k < v)
-        if backward:
+        if backward or not _nullable(k):
             cond = or_(beyond, and_(k == v, cond))
         else:
             cond = or_(k.is_(None), beyond, and_(k == v, cond))
