@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, FromClause, false
@@ -121,14 +122,11 @@ class RequestAccess:
         state = self._load_state()
         if state.blocked:
             return false()
-        return repo.visibility_predicate(
-            self.principal,
-            table,
-            now=self.now,
-            encounter_days=self.settings.care_encounter_days,
-            own_patients=sorted(state.own_patients),
-            categories=sensitivity_categories(),
-        )
+        # Built once per principal, table and minute: building this tree costs more than
+        # running it.  (So a grant may outlive its expiry by < 1 minute in searches.)
+        minute = self.now.replace(second=0, microsecond=0)
+        return _predicate(self.principal, table, minute, self.settings.care_encounter_days,
+                          tuple(sorted(state.own_patients)))
 
     def record(
         self,
@@ -339,3 +337,21 @@ class RequestAccess:
 
 
 _NO_FACTS = Facts()
+
+
+@lru_cache(maxsize=4096)
+def _predicate(
+    principal: Principal,
+    table: FromClause,
+    minute: datetime,
+    encounter_days: int,
+    own_patients: tuple[str, ...],
+) -> ColumnElement[bool] | None:
+    return repo.visibility_predicate(
+        principal,
+        table,
+        now=minute,
+        encounter_days=encounter_days,
+        own_patients=list(own_patients),
+        categories=sensitivity_categories(),
+    )

@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
+    exists,
     func,
     or_,
     select,
@@ -135,17 +137,19 @@ def linked_patient_ids(conn: Connection, patient_ids: list[str]) -> list[str]:
     return sorted(set(patient_ids) | set(found))
 
 
-def person_keys(conn: Connection, patient_ids: list[str]) -> list[str]:
+@cache
+def _person_keys_statement() -> Any:
     link = _mpi_link()
-    if link is None or not patient_ids:
+    assert link is not None
+    return select(link.c.person_key).where(
+        link.c.patient_id.in_(bindparam("pids", expanding=True))
+    ).distinct()
+
+
+def person_keys(conn: Connection, patient_ids: list[str]) -> list[str]:
+    if _mpi_link() is None or not patient_ids:
         return []
-    return sorted(
-        set(
-            conn.execute(
-                select(link.c.person_key).where(link.c.patient_id.in_(patient_ids))
-            ).scalars()
-        )
-    )
+    return sorted(conn.execute(_person_keys_statement(), {"pids": patient_ids}).scalars())
 
 
 # --- care relationships ------------------------------------------------------------
@@ -228,11 +232,6 @@ def review_grant(
 
 
 # --- consent -------------------------------------------------------------------------
-def denied_patients(kind: str, value: str) -> Select[Any]:
-    r = t.consent_rule.c
-    return linked(select(r.patient_id).where(r.kind == kind, r.value == value))
-
-
 # --- the exfiltration guard -----------------------------------------------------------
 def usage_patients(conn: Connection, subject: str, hour: str) -> set[str]:
     u = t.usage.c
@@ -240,19 +239,24 @@ def usage_patients(conn: Connection, subject: str, hour: str) -> set[str]:
                .scalars())
 
 
-def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, set[str]]:
-    """(blocked?, patients touched this hour) in one round trip."""
+@cache
+def _guard_statement() -> Any:
     from sqlalchemy import literal, union_all
 
     b, u = t.block.c, t.usage.c
-    rows = conn.execute(
-        union_all(
-            select(literal("b", String), b.subject).where(
-                b.subject == subject, b.cleared_at.is_(None)
-            ),
-            select(literal("u", String), u.patient_id).where(u.subject == subject, u.hour == hour),
-        )
-    ).all()
+    return union_all(
+        select(literal("b", String), b.subject).where(
+            b.subject == bindparam("subject"), b.cleared_at.is_(None)
+        ),
+        select(literal("u", String), u.patient_id).where(
+            u.subject == bindparam("subject"), u.hour == bindparam("hour")
+        ),
+    )
+
+
+def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, set[str]]:
+    """(blocked?, patients touched this hour) in one round trip."""
+    rows = conn.execute(_guard_statement(), {"subject": subject, "hour": hour}).all()
     return any(k == "b" for k, _ in rows), {v for k, v in rows if k == "u"}
 
 
@@ -379,20 +383,70 @@ def _role_predicate(
     )
 
 
-def _consent_ok(
-    c: Any, org: str | None, categories: tuple[str, ...]
-) -> ColumnElement[bool]:
-    cat_ok = or_(
-        c.sensitivity.is_(None),
-        c.sensitivity.not_in(list(categories)),
-        *[
-            and_(c.sensitivity == cat, c.patient_id.not_in(denied_patients("deny-category", cat)))
-            for cat in categories
-        ],
+def _consent_denies(c: Any, org: str | None) -> ColumnElement[bool]:
+    """A consent of the row's person hides the row from ``org`` (correlated, indexed).
+
+    Checked per candidate row rather than as a set: denials are rare, and the lookups are
+    index probes (consent_rule.patient_id; mpi_link by patient and by person).
+    """
+    r = t.consent_rule.alias("cr")
+    applies = or_(
+        and_(r.c.kind == "deny-category", r.c.value == c.sensitivity),
+        and_(r.c.kind == "deny-org", r.c.value == (org or "-")),
     )
-    if not org:
-        return cat_ok
-    return and_(cat_ok, c.patient_id.not_in(denied_patients("deny-org", org)))
+    direct = exists().where(r.c.patient_id == c.patient_id, applies)
+    link = _mpi_link()
+    if link is None:
+        return direct
+    r2 = t.consent_rule.alias("cr2")
+    lr, lt = link.alias("lr"), link.alias("lt")
+    applies2 = or_(
+        and_(r2.c.kind == "deny-category", r2.c.value == c.sensitivity),
+        and_(r2.c.kind == "deny-org", r2.c.value == (org or "-")),
+    )
+    via_person = exists().where(
+        lt.c.patient_id == c.patient_id,
+        lr.c.person_key == lt.c.person_key,
+        r2.c.patient_id == lr.c.patient_id,
+        applies2,
+    )
+    return or_(direct, via_person)
+
+
+def _consent_ok(c: Any, org: str | None, categories: tuple[str, ...]) -> ColumnElement[bool]:
+    del categories  # any category present in a denial counts (the table is configurable)
+    return ~_consent_denies(c, org)
+
+
+@cache
+def _facts_statement(with_care: bool) -> Any:
+    """The facts lookup, built once with bind parameters (it runs per patient per request)."""
+    from sqlalchemy import literal, union_all
+
+    people = linked(select(bindparam("pid", type_=String)))
+    r, g, cl = t.consent_rule.c, t.emergency_grant.c, t.care_link.c
+    parts: list[Select[Any, Any]] = [
+        select(r.kind, r.value).where(r.patient_id.in_(people)),
+        select(literal("grant", String), literal("", String)).where(
+            exists().where(g.subject == bindparam("subject"),
+                           g.expires_at > bindparam("now"), g.patient_id.in_(people))
+        ),
+    ]
+    if with_care:
+        c = t.care_link.c
+        valid = or_(
+            and_(c.kind == "attachment", or_(c.start.is_(None), c.start <= bindparam("now")),
+                 or_(c.end.is_(None), c.end >= bindparam("now"))),
+            and_(c.kind == "encounter", func.coalesce(c.end, c.start) >= bindparam("recent")),
+            and_(c.kind == "referral", or_(c.end.is_(None), c.end >= bindparam("now"))),
+        )
+        parts.append(
+            select(literal("care", String), literal("", String)).where(
+                exists().where(cl.organization_id == bindparam("org"),
+                               cl.patient_id.in_(people), valid)
+            )
+        )
+    return union_all(*parts)
 
 
 def patient_facts(
@@ -407,27 +461,13 @@ def patient_facts(
 ) -> list[tuple[str, str]]:
     """One round trip: ('care', ''), ('grant', ''), and (consent kind, value) rows for the
     person of ``patient_id`` (all linked Patients)."""
-    from sqlalchemy import exists, literal, union_all
-
-    people = linked(select(literal(patient_id, String)))
-    r, g, cl = t.consent_rule.c, t.emergency_grant.c, t.care_link.c
-    parts: list[Select[Any, Any]] = [
-        select(r.kind, r.value).where(r.patient_id.in_(people)),
-        select(literal("grant", String), literal("", String)).where(
-            exists().where(g.subject == subject, g.expires_at > now, g.patient_id.in_(people))
-        ),
-    ]
-    if want_care and org:
-        parts.append(
-            select(literal("care", String), literal("", String)).where(
-                exists().where(
-                    cl.organization_id == org,
-                    cl.patient_id.in_(people),
-                    care_valid(now, encounter_days),
-                )
-            )
-        )
-    return [(str(a), str(b)) for a, b in conn.execute(union_all(*parts)).all()]
+    with_care = bool(want_care and org)
+    params: dict[str, Any] = {"pid": patient_id, "subject": subject, "now": now}
+    if with_care:
+        params["org"] = org
+        params["recent"] = now - timedelta(days=encounter_days)
+    rows = conn.execute(_facts_statement(with_care), params).all()
+    return [(str(a), str(b)) for a, b in rows]
 
 
 def patient_exists(conn: Connection, patient_id: str) -> bool:

@@ -1,0 +1,209 @@
+"""What the access policy and the audit log cost: reads and searches, on versus off.
+
+Workload: P patients, each attached (EpisodeOfCare) to the clinician's organization, with
+O observations each, written straight through the FHIR service.  Two real uvicorn servers
+over the *same* database — one with policy + audit on, one with both off — are driven
+alternately by one HTTP client with a clinician token (the same token, verified by both):
+
+- read:    GET /fhir/Observation/{id}
+- search:  GET /fhir/Observation?patient={id}&_count=10
+
+Each round runs a batch on one server then the other, so drift on this shared machine hits
+both alike; the figure reported is the median of the per-round rates.  The cost is
+1 - on/off.  Target (issue 6): ≤ 15 %.
+
+SQLite is measured twice: as the app ships (NullPool: every request's connection is the
+last one, so each write commit recreates the WAL and each close checkpoints it — the
+audit makes every read a write), and with one long-lived idle connection held open, as a
+loaded server naturally has.
+
+    .venv/bin/python bench/bench_access.py [--patients 200] [--obs 5] [--rounds 5]
+        [--batch 100] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
+
+from usmis.access.tokens import issue_token
+from usmis.app import create_app
+from usmis.config import Settings
+from usmis.fhir.context import SystemAccess
+from usmis.fhir.service import FhirService
+from usmis.kit.crypto import keyring_for
+from usmis.kit.db import make_engine, transaction, upgrade
+
+ORG = "org-bench"
+
+
+def machine() -> str:
+    mem = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024 // 1024
+    return f"{os.cpu_count()} cores, {mem} GiB RAM"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def load(settings: Settings, patients: int, obs: int) -> list[tuple[str, list[str]]]:
+    """Write the workload with a trusted in-process writer (not measured)."""
+    engine = make_engine(settings.resolved_database_url)
+    keys = keyring_for(settings.resolved_key_file)
+    out: list[tuple[str, list[str]]] = []
+    with transaction(engine) as conn:
+        svc = FhirService(conn, keys, SystemAccess(source_id="bench", author_org="org-source"))
+        for _ in range(patients):
+            pid = svc.create({"resourceType": "Patient", "gender": "female"}).resource["id"]
+            ref = {"reference": f"Patient/{pid}"}
+            svc.create({"resourceType": "EpisodeOfCare", "status": "active", "patient": ref,
+                        "managingOrganization": {"reference": f"Organization/{ORG}"}})
+            oids = [
+                svc.create({
+                    "resourceType": "Observation", "status": "final", "subject": ref,
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "valueQuantity": {"value": 60 + i, "unit": "/min"},
+                }).resource["id"]
+                for i in range(obs)
+            ]
+            out.append((pid, oids))
+    engine.dispose()
+    return out
+
+
+def run(settings: Settings, data: list[tuple[str, list[str]]], rounds: int, batch: int,
+        label: str) -> dict[str, Any]:
+    on = settings
+    off = settings.model_copy(update={"policy_enabled": False, "audit_enabled": False})
+    token = issue_token(settings, subject="dr-bench", role="clinician", org=ORG,
+                        ttl_seconds=3600)
+    headers = {"Authorization": f"Bearer {token}"}
+    rng = random.Random(1)
+    rates: dict[str, dict[str, list[float]]] = {"read": {"on": [], "off": []},
+                                                "search": {"on": [], "off": []}}
+    with serve(on) as url_on, serve(off) as url_off, httpx.Client(timeout=60) as client:
+        urls = {"on": url_on, "off": url_off}
+
+        def batch_rate(kind: str, mode: str) -> float:
+            base = urls[mode]
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                pid, oids = data[rng.randrange(len(data))]
+                if kind == "read":
+                    r = client.get(f"{base}/fhir/Observation/{rng.choice(oids)}", headers=headers)
+                else:
+                    r = client.get(f"{base}/fhir/Observation",
+                                   params={"patient": pid, "_count": "10"}, headers=headers)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{kind} on {mode}: HTTP {r.status_code}")
+            return batch / (time.perf_counter() - t0)
+
+        for kind in ("read", "search"):
+            batch_rate(kind, "on")  # warm both
+            batch_rate(kind, "off")
+            for i in range(rounds):
+                order = ("on", "off") if i % 2 == 0 else ("off", "on")
+                for mode in order:
+                    rates[kind][mode].append(batch_rate(kind, mode))
+    result: dict[str, Any] = {"backend": label}
+    for kind in ("read", "search"):
+        r_on = statistics.median(rates[kind]["on"])
+        r_off = statistics.median(rates[kind]["off"])
+        result[kind] = (r_off, r_on, 1 - r_on / r_off)
+    return result
+
+
+def report(res: dict[str, Any]) -> None:
+    for kind in ("read", "search"):
+        r_off, r_on, cost = res[kind]
+        verdict = "meets" if cost <= 0.15 else "MISSES"
+        print(f"  {res['backend']:<34} {kind:<7} off {r_off:7.1f}/s   on {r_on:7.1f}/s   "
+              f"cost {cost * 100:5.1f} %  ({verdict} the 15 % target)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patients", type=int, default=200)
+    ap.add_argument("--obs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--postgres", default=os.environ.get("USMIS_BENCH_POSTGRES_URL", ""))
+    args = ap.parse_args()
+    print(f"bench_access: {machine()}; {args.patients} patients × {args.obs} observations, "
+          f"{args.rounds} rounds × {args.batch} requests per mode and kind, 1 HTTP client")
+    print("  on = policy (care lookup, consent, guard) + audit (hash-chained entry in the "
+          "same transaction); off = both disabled; same data, same token, alternating")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The guard runs (its cost is measured) but with a limit the workload cannot trip.
+        s = Settings(data_dir=Path(tmp) / "data", database_url=f"sqlite:///{tmp}/bench.db",
+                     exfil_patients_per_hour=10**9)
+        s.ensure_data_dir()
+        upgrade(s.resolved_database_url)
+        data = load(s, args.patients, args.obs)
+        report(run(s, data, args.rounds, args.batch, "sqlite (as shipped, NullPool)"))
+        keeper_engine = make_engine(s.resolved_database_url)
+        with keeper_engine.connect() as keeper:
+            keeper.execute(text("SELECT count(*) FROM audit_head")).all()
+            keeper.rollback()
+            report(run(s, data, args.rounds, args.batch, "sqlite (+1 idle connection open)"))
+        keeper_engine.dispose()
+        if args.postgres:
+            name = f"usmis_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(args.postgres, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+            url = make_url(args.postgres).set(database=name).render_as_string(
+                hide_password=False)
+            try:
+                ps = Settings(data_dir=Path(tmp) / "pgdata", database_url=url,
+                              exfil_patients_per_hour=10**9)
+                ps.ensure_data_dir()
+                upgrade(url)
+                pdata = load(ps, args.patients, args.obs)
+                report(run(ps, pdata, args.rounds, args.batch, "postgresql"))
+            finally:
+                with admin.connect() as c:
+                    c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
