@@ -19,13 +19,14 @@ FRAUD = {
     "no_indication": 0.01, "upcoding": 0.2, "volume_spike": 0.1,
     "ineligible_practitioner": 0.03,
 }
-PEOPLE = 3000
+PEOPLE = 2500
+NOISE = {"duplicate_patient": 0.04}
 
 
 @pytest.fixture(scope="session")
 def nation_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Nation, SynthSummary]:
     out = tmp_path_factory.mktemp("nation") / "n"
-    summary = generate(out, PEOPLE, 7, fraud=FRAUD, emigration_share=0.02)
+    summary = generate(out, PEOPLE, 7, fraud=FRAUD, noise=NOISE, emigration_share=0.02)
     return Nation(Path(out)), summary
 
 

@@ -164,8 +164,11 @@ class _Nation:
                 day = self.start + 30 + int(rng.random() * (self.end - self.start - 60))
                 while day % 7 in (0, 6):
                     day += 1
-                self.impossible[(pr, day)] = rng.randint(3 * DAY_PATIENT_NORM,
-                                                          6 * DAY_PATIENT_NORM)
+                # 3-6 x the norm, but at most half a polyclinic's usual monthly visits, so
+                # the day never doubles as a volume spike of its polyclinic
+                monthly = o.people / len(w.polys) * o.visits_per_year / 12
+                hi = max(3 * DAY_PATIENT_NORM, min(6 * DAY_PATIENT_NORM, int(monthly / 2)))
+                self.impossible[(pr, day)] = rng.randint(3 * DAY_PATIENT_NORM, hi)
         self.impossible_acc = {k: Accumulator(self.ledger.reserve()) for k in self.impossible}
         busy_polys = {w.practitioners[pr].org for pr, _ in self.impossible}
         clinical = [i for pl in w.polys for spec, lst in w.orgs[pl].staff.items()

@@ -298,7 +298,9 @@ def build_world(opts: SynthOptions, rng: random.Random, ids: IdAllocator,
         orgs.append(o)
         return o.idx
 
-    n_poly = max(8, n // 5000)
+    # at least one polyclinic per EHR system; small nations get few, larger polyclinics so
+    # that one planted impossible day does not look like a monthly volume spike as well
+    n_poly = max(len(EHR_IDS), n // 5000)
     polys: list[int] = []
     polys_by_region: list[list[int]] = [[] for _ in REGIONS]
     k = 0
