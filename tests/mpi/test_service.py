@@ -188,3 +188,19 @@ def test_review_queue_decisions(engine: Engine, settings: Settings) -> None:
         service.decide_review(conn, items[0].id, "link", actor="registrar:1", reason="same")
         assert service.person_of(conn, b) == person
         assert service.list_review(conn) == []
+
+
+def test_patient_link_from_an_a40_merge_joins_the_persons(
+    engine: Engine, settings: Settings
+) -> None:
+    a, pa = store_and_link(engine, settings, patient("his", "1", iin=None, phone=None))
+    survivor = patient("his", "2", family="Серікова", given=("Айгүл",), iin=None,
+                       birth="1990-01-02", phone=None)  # fmt: skip
+    survivor["link"] = [
+        {"other": {"identifier": {"system": "https://usmis.kz/sid/source/his/patient",
+                                  "value": "1"}}, "type": "replaces"}
+    ]  # fmt: skip
+    b, pb = store_and_link(engine, settings, survivor)
+    assert pb == pa
+    with transaction(engine) as conn:
+        assert sorted(service.patients_of(conn, pa)) == sorted([a, b])
