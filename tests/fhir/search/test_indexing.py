@@ -120,7 +120,7 @@ def test_odd_shapes_do_not_crash() -> None:
     ],
 )
 def test_date_range(text: str, expected: tuple[str, str] | None) -> None:
-    from usmis.fhir.search.query import ms_to_dt
+    from usmis.fhir.search.values import ms_to_dt
 
     got = date_range(text)
     if expected is None:

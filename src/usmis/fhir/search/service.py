@@ -17,18 +17,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, or_, select, tuple_
 
 from usmis.fhir.search.indexing import BlindIndex
-from usmis.fhir.search.query import (
-    CONTROL,
-    Builder,
-    ResourceSource,
-    Restrict,
-    bad,
-)
+from usmis.fhir.search.query import CONTROL, Builder, ResourceSource, Restrict
 from usmis.fhir.search.registry import searchable_params
 from usmis.fhir.search.tables import INDEX_TABLES
+from usmis.fhir.search.values import bad
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
@@ -385,6 +380,3 @@ def _include_step(
             )
             out.extend((t, i) for t, i in conn.execute(stmt).all())
     return out
-
-
-__all__ = ["SearchResult", "search", "true"]
