@@ -7,8 +7,9 @@ raise :class:`~usmis.kit.errors.BadRequest` naming the parameter, never the valu
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, and_, exists, false, or_, true
@@ -183,19 +184,18 @@ class ValueParser:
         if prefix == "eq":
             h = self.hmac("d:" + v)
             return lambda i: i.c.code == h
-        if prefix in ("ge", "gt", "le", "lt", "sa", "eb", "ne") and len(v) == 4:
-            # a range of whole years: OR over the blind year tokens (1800..this year)
+        if prefix == "ne" and len(v) == 4:
             y, now = int(v), datetime.now(UTC).year
-            ys = {
-                "ge": range(y, now + 1), "gt": range(y + 1, now + 1), "sa": range(y + 1, now + 1),
-                "le": range(1800, y + 1), "lt": range(1800, y), "eb": range(1800, y),
-                "ne": [x for x in range(1800, now + 1) if x != y],
-            }[prefix]  # fmt: skip
-            hs = [self.hmac(f"d:{x:04d}") for x in ys]
+            hs = [self.hmac(f"d:{x:04d}") for x in range(FIRST_BIRTH_YEAR, now + 1) if x != y]
+            return lambda i: i.c.code.in_(hs)
+        if prefix in ("ge", "gt", "le", "lt", "sa", "eb"):
+            # a range of days, covered by the fewest aligned day/month/year blind tokens
+            lo, hi = _day_span(prefix, v)
+            hs = [self.hmac("d:" + t) for t in date_cover(lo, hi)]
             return lambda i: i.c.code.in_(hs) if hs else false()
         raise bad(
-            f"'{p.name}' is stored blind: only eq (any precision) and ge/gt/le/lt/ne/sa/eb with "
-            "a year are supported",
+            f"'{p.name}' is stored blind: eq, ge, gt, le, lt, sa, eb (any precision) and ne "
+            "(a year) are supported",
             name,
         )
 
@@ -307,6 +307,51 @@ class ValueParser:
         if type_mod:
             return lambda i: and_(i.c.target_type == type_mod, i.c.target_id == v)
         return lambda i: i.c.target_id == v
+
+
+FIRST_BIRTH_YEAR = 1800  # blind date ranges are expanded from here to this year
+
+
+def _day_span(prefix: str, v: str) -> tuple[date, date]:
+    """The birth dates a blind date range (prefix + partial date) stands for, in days."""
+    first = date(
+        int(v[:4]), int(v[5:7] or 1) if len(v) > 4 else 1, int(v[8:10]) if len(v) > 7 else 1
+    )
+    if len(v) == 4:
+        last = date(first.year, 12, 31)
+    elif len(v) == 7:
+        last = date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+    else:
+        last = first
+    floor, ceil = date(FIRST_BIRTH_YEAR, 1, 1), date(datetime.now(UTC).year, 12, 31)
+    one = timedelta(days=1)
+    if prefix == "ge":
+        return first, ceil
+    if prefix in ("gt", "sa"):
+        return last + one, ceil
+    if prefix == "le":
+        return floor, last
+    return floor, first - one  # lt, eb
+
+
+def date_cover(lo: date, hi: date) -> list[str]:
+    """Fewest ``YYYY`` / ``YYYY-MM`` / ``YYYY-MM-DD`` tokens covering exactly [lo, hi]."""
+    out: list[str] = []
+    d = lo
+    one = timedelta(days=1)
+    while d <= hi:
+        year_end = date(d.year, 12, 31)
+        month_end = date(d.year, d.month, calendar.monthrange(d.year, d.month)[1])
+        if d.month == 1 and d.day == 1 and year_end <= hi:
+            out.append(f"{d.year:04d}")
+            d = year_end + one
+        elif d.day == 1 and month_end <= hi:
+            out.append(f"{d.year:04d}-{d.month:02d}")
+            d = month_end + one
+        else:
+            out.append(d.isoformat())
+            d += one
+    return out
 
 
 def param_is(i: FromClause, names: tuple[str, ...]) -> ColumnElement[bool]:
