@@ -64,9 +64,14 @@ def run_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table | json")] = "table",
 ) -> None:
     """Run the rule catalogue over the extract and store the findings."""
+    from usmis.kit.errors import UsmisError
     from usmis.oversight.service import run_all
 
-    summary = run_all(Settings(), extract=extract, rules=_rule_list(rules))
+    try:
+        summary = run_all(Settings(), extract=extract, rules=_rule_list(rules))
+    except (UsmisError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        raise typer.Exit(2) from None
     if fmt == "json":
         typer.echo(json.dumps(summary.to_dict(), indent=2))
         return
