@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from .conftest import make_observation, make_patient
 
 SETTINGS = settings(
-    max_examples=40, deadline=None,
+    max_examples=25, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 KEYS = st.sampled_from([
