@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
+from hl7.client import MLLPClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hl7.client import MLLPClient
 from sqlalchemy import Engine
 
 from .conftest import Listener

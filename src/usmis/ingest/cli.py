@@ -120,11 +120,13 @@ def ingest_worker(
     batch: int = typer.Option(0, help="messages per transaction (0: 50 on PostgreSQL, "
                                        "5 on SQLite)"),
     until_empty: bool = typer.Option(False, help="exit when nothing is pending"),
+    exit_with_parent: bool = typer.Option(False, help="exit when the starting process ends"),
 ) -> None:
     """Process the inbox (SIGTERM: finish the batch, then exit)."""
     from usmis.ingest.workers import run_worker
 
-    total = run_worker(_settings(), batch=batch, until_empty=until_empty, handle_signals=True)
+    total = run_worker(_settings(), batch=batch, until_empty=until_empty, handle_signals=True,
+                       exit_with_parent=exit_with_parent)
     typer.echo(json.dumps({"processed": total.claimed, "done": total.done, "dead": total.dead,
                            "resources": total.resources}))
 

@@ -222,7 +222,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 def start_workers(settings: Settings, n: int, *, batch: int = 0) -> list[subprocess.Popen[bytes]]:
     """``n`` worker processes (``python -m usmis ingest-worker``)."""
-    cmd = [sys.executable, "-m", "usmis", "ingest-worker", "--batch", str(batch)]
+    cmd = [sys.executable, "-m", "usmis", "ingest-worker", "--batch", str(batch),
+           "--exit-with-parent"]
     return [subprocess.Popen(cmd, env=worker_env(settings), stdout=subprocess.DEVNULL)
             for _ in range(n)]
 
@@ -258,8 +259,11 @@ def send_hl7_files(port: int, files: list[Path], report: NationReport,
 
 def post_fhir_files(base_url: str, token: str, files: list[Path], report: NationReport,
                     lock: threading.Lock, progress: Progress | None) -> None:
+    import logging
+
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per post
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as client:
         for f in files:

@@ -8,6 +8,7 @@ open transaction rolls back and its messages are still pending for the next work
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -32,9 +33,11 @@ def run_worker(
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     handle_signals: bool = False,
+    exit_with_parent: bool = False,
 ) -> BatchResult:
     """Process batches until ``stop`` is set (or, with ``until_empty``, nothing is pending)."""
     stop = stop or threading.Event()
+    parent = os.getppid()
     if handle_signals:
         # SIGTERM/SIGINT: finish the current batch, then leave.
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,6 +53,9 @@ def run_worker(
     failures = 0
     try:
         while not stop.is_set():
+            if exit_with_parent and os.getppid() != parent:
+                log.info("worker's parent is gone, leaving")
+                break
             try:
                 r = pipeline.run_batch(batch)
                 failures = 0
