@@ -331,6 +331,17 @@ def generate(root: Path, n_claims: int, seed: int = 7) -> None:
             np.array([c for c, _ in CASES])[j], np.where(expensive, "X", "")
         ).astype(object)
         price[m] = np.array([p for _, p in CASES])[j] * np.where(expensive, 2.2, 1.0)
+        if ci == 0:
+            # planted: 20 impossible days (100 visits each) of one polyclinic's staff, all
+            # in June 2025, which also makes that polyclinic's month a volume spike
+            blk = np.arange(2000)
+            kind[blk] = "visit"
+            provider[blk] = 0
+            prac[blk] = blk // 100 % staff
+            off[blk] = 517 + blk // 100  # 2025-06-01 + i
+            code[blk] = VISITS[0][0]
+            price[blk] = VISITS[0][1]
+            qty[blk] = 1
         claim_ids = ids("C", cid)
         record = pc.if_else(
             pa.array(kind == "stay"),
