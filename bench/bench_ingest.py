@@ -1,0 +1,264 @@
+"""Ingest benchmark: channel intake, MLLP ACK latency, MLLP → stored FHIR, a whole nation.
+
+    .venv/bin/python bench/bench_ingest.py [--messages 2000] [--nation-people 2000]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--skip-nation]
+
+Prints the workload, the machine (cores, RAM, load average: the machine may be shared) and,
+per backend: MLLP ACK round-trip median/p95 (one sender, no worker running), MLLP intake
+msgs/s with 8 senders, MLLP → stored FHIR msgs/s and resources/s with workers running,
+REST intake posts/s, and the floor measured in the same run: raw committed single-row
+inserts/s into one table of the same database.  Targets of the issue (2 cores): ≥ 1,000
+HL7 msgs/s MLLP → stored on PostgreSQL; ACK p95 ≤ 10 ms; nation ≥ 1,500 resources/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from usmis.config import Settings
+from usmis.ingest import repository as repo
+from usmis.ingest import sources
+from usmis.ingest.channels.mllp import MllpSender, MllpServer
+from usmis.ingest.mapping.common import iin_valid
+from usmis.ingest.service import ingest_nation, start_workers, stop_workers
+from usmis.kit.db import make_engine, transaction, upgrade
+
+
+def machine() -> str:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()
+    return (f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, load average "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
+
+
+def _iin(n: int) -> str:
+    for serial in range(n % 9000, 10000):
+        base = f"8501013{serial:04d}"
+        for c in range(10):
+            if iin_valid(base + str(c)):
+                return base + str(c)
+    return ""
+
+
+def messages(n: int, source: str) -> list[bytes]:
+    """n distinct ADT^A01 (with a DG1) and ORU^R01 (3 OBX) messages, half each."""
+    out = []
+    for i in range(n):
+        ts = f"202403{1 + i % 28:02d}{i % 24:02d}{i % 60:02d}00"
+        pid = (f"PID|1||B{i:07d}^^^{source}^MR~{_iin(i)}^^^KZIIN^NN||Бенчмарков^Тест^Тестович"
+               f"||19850101|M|||ул Тестовая {i}^^Алматы^^^KZ||+77000000000")
+        if i % 2 == 0:
+            segs = [f"MSH|^~\\&|{source.upper()}|990340000001|USMIS|MOH|{ts}||ADT^A01^ADT_A01|"
+                    f"B{i:08d}|P|2.5|||AL|NE||UNICODE UTF-8", f"EVN|A01|{ts}", pid,
+                    "PV1|1|I|WARD^^^990340000001||||PR000001^Врач^Тест||||||||||||"
+                    f"V{i:08d}" + "|" * 25 + ts, f"DG1|1||I10^^I10||{ts}|A"]
+        else:
+            segs = [f"MSH|^~\\&|{source.upper()}|990340000001|USMIS|MOH|{ts}||ORU^R01^ORU_R01|"
+                    f"B{i:08d}|P|2.5|||AL|NE||UNICODE UTF-8", pid,
+                    f"OBR|1|P{i}|F{i:08d}|24323-8^Panel^LN|||{ts}" + "|" * 18 + "F",
+                    f"OBX|1|NM|2345-7^Glucose^LN||5.{i % 10}|mmol/L|3.9-6.1|N|||F|||{ts}",
+                    f"OBX|2|NM|2160-0^Creatinine^LN||8{i % 10}|umol/L|62-115|N|||F|||{ts}",
+                    f"OBX|3|NM|1742-6^ALT^LN||2{i % 10}|U/L|7-41|N|||F|||{ts}"]
+        out.append("\r".join(segs).encode())
+    return out
+
+
+class Listener:
+    def __init__(self, settings: Settings, engine: object) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = MllpServer(settings, engine, port=0)  # type: ignore[arg-type]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+def fresh_database(kind: str, pg_url: str, tmp: Path) -> Settings:
+    if kind == "sqlite":
+        d = tmp / f"sqlite-{uuid.uuid4().hex[:6]}"
+        d.mkdir()
+        s = Settings(data_dir=d)
+    else:
+        name = f"usmis_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        d = tmp / name
+        d.mkdir()
+        s = Settings(data_dir=d, database_url=pg_url.rsplit("/", 1)[0] + "/" + name)
+    upgrade(s.resolved_database_url)
+    return s
+
+
+def raw_insert_floor(settings: Settings, n: int = 1000) -> float:
+    eng = make_engine(settings.resolved_database_url)
+    with eng.begin() as c:
+        c.execute(text("CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, body BLOB)")
+                  if settings.is_sqlite else
+                  text("CREATE TABLE bench_floor (id serial PRIMARY KEY, body bytea)"))
+    body = os.urandom(600)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with eng.begin() as c:
+            c.execute(text("INSERT INTO bench_floor (body) VALUES (:b)"), {"b": body})
+    dt = time.perf_counter() - t0
+    eng.dispose()
+    return n / dt
+
+
+def send(port: int, msgs: list[bytes], connections: int) -> tuple[float, list[float]]:
+    """Send over ``connections`` parallel MLLP connections; (seconds, per-message RTTs)."""
+    chunks = [msgs[i::connections] for i in range(connections)]
+    rtts: list[float] = []
+    lock = threading.Lock()
+
+    def run(chunk: list[bytes]) -> None:
+        s = MllpSender("127.0.0.1", port)
+        local = []
+        for m in chunk:
+            t = time.perf_counter()
+            ack = s.send(m)
+            local.append(time.perf_counter() - t)
+            assert b"MSA|AA" in ack, ack[:200]
+        s.close()
+        with lock:
+            rtts.extend(local)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(run, chunks))
+    return time.perf_counter() - t0, rtts
+
+
+def pct(values: list[float], p: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p))]
+
+
+def bench_backend(kind: str, pg_url: str, n: int, tmp: Path) -> None:
+    print(f"\n== {kind}")
+    settings = fresh_database(kind, pg_url, tmp)
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(engine) as conn:
+        sources.add_source(conn, source_id="bench_his", name="bench", kind="hospital",
+                           channels=["mllp", "file"], formats=["hl7v2"])
+    floor = raw_insert_floor(settings)
+    print(f"floor: raw committed single-row inserts {floor:,.0f}/s")
+    listener = Listener(settings, engine)
+    try:
+        # 1. ACK latency: one sender, nothing else running.
+        lat_msgs = messages(min(n, 1000), "bench_his")
+        secs, rtts = send(listener.server.port, lat_msgs, 1)
+        print(f"MLLP ACK round trip, 1 sender, {len(rtts)} msgs: median "
+              f"{1000 * statistics.median(rtts):.2f} ms, p95 {1000 * pct(rtts, 0.95):.2f} ms "
+              f"(target p95 ≤ 10 ms); {len(rtts) / secs:,.0f} msgs/s")
+        # 2. Intake with 8 senders (group commit), no worker.
+        more = messages(n + len(lat_msgs), "bench_his")[len(lat_msgs):]
+        secs, rtts = send(listener.server.port, more, 8)
+        print(f"MLLP intake, 8 senders, {len(more)} msgs: {len(more) / secs:,.0f} msgs/s, "
+              f"ACK median {1000 * statistics.median(rtts):.1f} ms, "
+              f"p95 {1000 * pct(rtts, 0.95):.1f} ms")
+        # 3. Processing what is in the inbox with workers: MLLP → stored FHIR.
+        workers = 1 if settings.is_sqlite else 2
+        total = len(lat_msgs) + len(more)
+        t0 = time.perf_counter()
+        procs = start_workers(settings, workers)
+        try:
+            while True:
+                with engine.connect() as c:
+                    counts = repo.inbox_counts(c)
+                if not counts.get("pending"):
+                    break
+                time.sleep(0.5)
+        finally:
+            stop_workers(procs)
+        secs = time.perf_counter() - t0
+        with engine.connect() as c:
+            res = repo.stored_resources(c)
+            counts = repo.inbox_counts(c)
+        print(f"inbox → stored FHIR, {workers} worker(s): {total} msgs in {secs:.1f} s = "
+              f"{total / secs:,.0f} msgs/s, {res / secs:,.0f} resources/s (+1 Provenance "
+              f"each), statuses {counts} (target ≥ 1,000 msgs/s on PostgreSQL)")
+        # 4. End to end, both at once: MLLP senders while workers run.
+        live = messages(2 * n + len(lat_msgs), "bench_his")[n + len(lat_msgs):]
+        procs = start_workers(settings, workers)
+        t0 = time.perf_counter()
+        try:
+            send_secs, rtts = send(listener.server.port, live, 4)
+            while True:
+                with engine.connect() as c:
+                    if not repo.inbox_counts(c).get("pending"):
+                        break
+                time.sleep(0.2)
+        finally:
+            stop_workers(procs)
+        secs = time.perf_counter() - t0
+        print(f"MLLP → stored FHIR live, 4 senders + {workers} worker(s): {len(live)} msgs "
+              f"in {secs:.1f} s = {len(live) / secs:,.0f} msgs/s; ACK median "
+              f"{1000 * statistics.median(rtts):.1f} ms, p95 {1000 * pct(rtts, 0.95):.1f} ms "
+              "while workers write")
+    finally:
+        listener.stop()
+        engine.dispose()
+
+
+def bench_nation(kind: str, pg_url: str, people: int, tmp: Path) -> None:
+    nation = tmp / f"nation-{people}"
+    if not nation.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "usmis", "synth", "--people", str(people),
+                        "--seed", "1", "--out", str(nation), "--quiet"], check=True,
+                       capture_output=True)
+        print(f"\nnation of {people} people generated in {time.perf_counter() - t0:.1f} s")
+    settings = fresh_database(kind, pg_url, tmp)
+    report = ingest_nation(settings, nation)
+    print(f"== nation end to end on {kind}: {report.resources:,} resources in "
+          f"{report.seconds:.1f} s = {report.resources_per_second:,.0f} resources/s with "
+          f"{report.workers} worker(s); delivered {report.delivered}; inbox {report.inbox} "
+          "(target ≥ 1,500 resources/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--nation-people", type=int, default=2000)
+    ap.add_argument("--postgres", default=os.environ.get(
+        "USMIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--skip-nation", action="store_true")
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"workload: {args.messages} HL7 v2.5 messages per phase (half ADT^A01 + DG1 → "
+          "Patient, Encounter, Condition; half ORU^R01 with 3 OBX → Patient, "
+          "DiagnosticReport, 3 Observation), each stored with a Provenance, encrypted, "
+          f"indexed, linked by the patient index; nation: {args.nation_people} people")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for kind in args.backends.split(","):
+            bench_backend(kind, args.postgres, args.messages, tmp)
+            if not args.skip_nation:
+                bench_nation(kind, args.postgres, args.nation_people, tmp)
+        print(f"\nmachine at the end: {machine()}")
+
+
+if __name__ == "__main__":
+    main()
