@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--postgres", default=os.environ.get("USMIS_BENCH_POSTGRES_URL", ""))
+    ap.add_argument("--skip-sqlite", action="store_true")
     args = ap.parse_args()
     print(f"bench_access: {machine()}; {args.patients} patients × {args.obs} observations, "
           f"{args.rounds} rounds × {args.batch} requests per mode and kind, 1 HTTP client")
@@ -177,14 +178,15 @@ def main() -> None:
                      exfil_patients_per_hour=10**9)
         s.ensure_data_dir()
         upgrade(s.resolved_database_url)
-        data = load(s, args.patients, args.obs)
-        report(run(s, data, args.rounds, args.batch, "sqlite (as shipped, NullPool)"))
-        keeper_engine = make_engine(s.resolved_database_url)
-        with keeper_engine.connect() as keeper:
-            keeper.execute(text("SELECT count(*) FROM audit_head")).all()
-            keeper.rollback()
-            report(run(s, data, args.rounds, args.batch, "sqlite (+1 idle connection open)"))
-        keeper_engine.dispose()
+        if not args.skip_sqlite:
+            data = load(s, args.patients, args.obs)
+            report(run(s, data, args.rounds, args.batch, "sqlite (as shipped, NullPool)"))
+            keeper_engine = make_engine(s.resolved_database_url)
+            with keeper_engine.connect() as keeper:
+                keeper.execute(text("SELECT count(*) FROM audit_head")).all()
+                keeper.rollback()
+                report(run(s, data, args.rounds, args.batch, "sqlite (+1 idle connection open)"))
+            keeper_engine.dispose()
         if args.postgres:
             name = f"usmis_bench_{uuid.uuid4().hex[:8]}"
             admin = create_engine(args.postgres, poolclass=NullPool, isolation_level="AUTOCOMMIT")

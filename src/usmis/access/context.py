@@ -189,11 +189,25 @@ class RequestAccess:
                 resource_type=resource_type,
                 entities=entities,
                 patients=tuple(patients),
-                persons=tuple(repo.person_keys(conn, patients)) if patients else (),
+                persons=self._persons(conn, patients),
                 query=redact_query(query),
                 detail=json.dumps(detail, sort_keys=True) if detail else None,
             ),
         )
+
+    def _persons(self, conn: Connection, patients: list[str]) -> tuple[str, ...]:
+        """Person keys of the patients: from the facts already looked up, else one query."""
+        known: set[str] = set()
+        missing: list[str] = []
+        for p in patients:
+            facts = self._facts.get(p)
+            if facts is not None:
+                known |= facts.persons
+            else:
+                missing.append(p)
+        if missing:
+            known.update(repo.person_keys(conn, missing))
+        return tuple(sorted(known))
 
     # ------------------------------------------------------------------ after the work
     def flush(self) -> None:
@@ -282,6 +296,7 @@ class RequestAccess:
             emergency=("grant", "") in rows,
             denied_categories=frozenset(v for k, v in rows if k == "deny-category"),
             denied_orgs=frozenset(v for k, v in rows if k == "deny-org"),
+            persons=frozenset(v for k, v in rows if k == "person"),
         )
         self._facts[row.patient_id] = facts
         return facts

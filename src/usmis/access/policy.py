@@ -68,6 +68,7 @@ class Facts:
     emergency: bool = False
     denied_categories: frozenset[str] = frozenset()
     denied_orgs: frozenset[str] = frozenset()
+    persons: frozenset[str] = frozenset()  # opaque person keys (for the audit entry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -432,6 +432,10 @@ def _facts_statement(with_care: bool) -> Any:
                            g.expires_at > bindparam("now"), g.patient_id.in_(people))
         ),
     ]
+    link = _mpi_link()
+    if link is not None:
+        parts.append(select(literal("person", String), link.c.person_key).where(
+            link.c.patient_id == bindparam("pid")))
     if with_care:
         c = t.care_link.c
         valid = or_(
@@ -459,8 +463,8 @@ def patient_facts(
     encounter_days: int,
     want_care: bool,
 ) -> list[tuple[str, str]]:
-    """One round trip: ('care', ''), ('grant', ''), and (consent kind, value) rows for the
-    person of ``patient_id`` (all linked Patients)."""
+    """One round trip: ('care', ''), ('grant', ''), ('person', key) and (consent kind,
+    value) rows for the person of ``patient_id`` (all linked Patients)."""
     with_care = bool(want_care and org)
     params: dict[str, Any] = {"pid": patient_id, "subject": subject, "now": now}
     if with_care:

@@ -17,6 +17,12 @@ _ADVANCE = (
     .values(seq=t.head.c.seq + 1)
     .returning(t.head.c.seq, t.head.c.hash)
 )
+_CAS_HEAD = (
+    update(t.head)
+    .where(t.head.c.id == 1, t.head.c.hash == bindparam("prev"))
+    .values(seq=t.head.c.seq + 1, hash=bindparam("new"))
+    .returning(t.head.c.seq)
+)
 _SET_HASH = update(t.head).where(t.head.c.id == 1).values(hash=bindparam("h"))
 _INSERT_ENTRY = t.entry.insert()
 _INSERT_PATIENT = t.patient.insert()
@@ -30,6 +36,13 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     """
     row = conn.execute(_ADVANCE).one()
     return int(row[0]), str(row[1])
+
+
+def swap_head(conn: Connection, prev: str, new: str) -> int | None:
+    """Compare-and-swap the head from ``prev`` to ``new`` in one statement; its new seq, or
+    None when the head has moved on (another process appended)."""
+    row = conn.execute(_CAS_HEAD, {"prev": prev, "new": new}).first()
+    return int(row[0]) if row is not None else None
 
 
 def set_head_hash(conn: Connection, hash_: str) -> None:
