@@ -412,6 +412,47 @@ def search_phase(backend: Backend, args: argparse.Namespace, token: str, have: i
             print(f"    {name:28s} median {med:6.1f} ms   p95 {p95:6.1f} ms")
     finally:
         server.stop()
+    print("  the same queries in-process (service + search + decrypt, no HTTP/token/audit):")
+    for name, (med, p95) in in_process_latencies(backend, targets).items():
+        print(f"    {name:28s} median {med:6.1f} ms   p95 {p95:6.1f} ms")
+
+
+def in_process_latencies(
+    backend: Backend, targets: list[tuple[str, str]]
+) -> dict[str, tuple[float, float]]:
+    """Separates the store's own cost from the HTTP server, token check and audit."""
+    from usmis.fhir import bundles
+    from usmis.fhir.service import FhirService
+    from usmis.fhir.uow import unit_of_work
+    from usmis.kit.crypto import keyring_for
+    from usmis.kit.db import make_engine
+
+    engine = make_engine(backend.url)
+    keys = keyring_for(backend.settings().resolved_key_file)
+    out: dict[str, tuple[float, float]] = {}
+
+    def ident(svc: FhirService, i: int) -> object:
+        return bundles.search_bundle(svc, "Patient", [("identifier", f"{IIN}|{targets[i][1]}")])
+
+    def obs(svc: FhirService, i: int) -> object:
+        return bundles.search_bundle(svc, "Observation", [
+            ("patient", targets[i][0]), ("code", f"http://loinc.org|{LOINC[i % 8]}")])
+
+    def everything(svc: FhirService, i: int) -> object:
+        return svc.everything(targets[i][0])
+
+    for name, fn in (("Patient?identifier=", ident), ("Observation?patient=&code=", obs),
+                     ("Patient/$everything", everything)):
+        times = []
+        for i in range(len(targets)):
+            t0 = time.perf_counter()
+            with unit_of_work(engine, write=False) as conn:
+                fn(FhirService(conn, keys, base_url="http://bench/fhir"), i)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        out[name] = (statistics.median(times), times[int(len(times) * 0.95) - 1])
+    engine.dispose()
+    return out
 
 
 def main() -> None:
