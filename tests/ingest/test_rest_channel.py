@@ -143,3 +143,41 @@ def test_invalid_resource_is_dead_lettered_with_the_element_path(
 def test_admin_api_needs_a_token(client: TestClient) -> None:
     assert client.get("/ingest/sources").status_code == 401
     assert client.get("/ingest/deadletters").status_code == 401
+
+
+def test_admin_api_manages_sources_reports_and_dead_letters(
+    client: TestClient, token: str, settings: Settings, engine: Engine
+) -> None:
+    from usmis.access.tokens import issue_token
+
+    admin = {"Authorization": f"Bearer {issue_token(settings, subject='ops', role='admin')}"}
+    r = client.post("/ingest/sources", headers=admin, json={
+        "id": "lab-api", "name": "Lab via API", "kind": "lab", "channels": ["mllp"],
+        "formats": ["hl7v2"], "mllp_peers": ["10.0.0.0/8"]})
+    assert r.status_code == 201, r.text
+    listed = {s["id"]: s for s in client.get("/ingest/sources", headers=admin).json()}
+    assert listed["lab-api"]["mllp_peers"] == ["10.0.0.0/8"]
+    assert "token_hash" not in listed["ehr-test"]  # credentials never listed
+    assert client.post("/ingest/sources/lab-api/disable", headers=admin).status_code == 200
+    assert client.get("/ingest/sources/lab-api", headers=admin).json()["enabled"] is False
+    # a dead letter, seen through the API, fixed and replayed
+    bad = _batch()
+    bad["entry"][1]["resource"]["status"] = 42
+    client.post("/ingest/fhir", content=orjson.dumps(bad),
+                headers={"Authorization": f"Bearer {token}"})
+    Pipeline(settings, engine).drain()
+    (dl,) = client.get("/ingest/deadletters?source=ehr-test", headers=admin).json()
+    shown = client.get(f"/ingest/deadletters/{dl['id']}", headers=admin).json()
+    assert '"status":42' in shown["content"]
+    fixed = shown["content"].replace('"status":42', '"status":"finished"')
+    r = client.post(f"/ingest/deadletters/{dl['id']}/replay", headers=admin,
+                    content=fixed.encode())
+    assert r.status_code == 202
+    assert Pipeline(settings, engine).drain().done == 1
+    report = client.get("/ingest/report", headers=admin).json()
+    assert report["ehr-test"]["by_status"] == {"done": 1}
+    assert report["ehr-test"]["messages"] == 1
+    # a non-admin token is refused
+    src = {"Authorization": "Bearer " + issue_token(settings, subject="s", role="source",
+                                                     source="ehr-test")}
+    assert client.get("/ingest/sources", headers=src).status_code == 403

@@ -26,7 +26,7 @@ def list_letters(
                                   limit=limit, after_id=after_id)
     out = []
     for r in rows:
-        m = dict(r._mapping)
+        m = {str(k): v for k, v in r._mapping.items()}
         for k in ("created_at", "resolved_at", "received_at"):
             if m.get(k) is not None:
                 m[k] = m[k].isoformat()
@@ -43,7 +43,7 @@ def show(conn: Connection, settings: Settings, dl_id: int) -> dict[str, Any]:
     if msg is None:
         raise NotFound(f"dead letter {dl_id} has no inbox message")
     raw = unseal(settings, msg)
-    m = dict(dl._mapping)
+    m = {str(k): v for k, v in dl._mapping.items()}
     m.update(message_id=msg.message_id, channel=msg.channel, format=msg.format,
              context=msg.context, content=raw.decode("utf-8", errors="replace"),
              content_bytes=len(raw))
