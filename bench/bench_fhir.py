@@ -381,10 +381,21 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
         have = 2 * args.bundles * 31
         if args.search_size > have:
             have = grow(backend, args.search_size, have, args.loaders)
+        analyze(backend)
         search_phase(backend, args, token, have)
     finally:
         if not args.keep:
             backend.drop()
+
+
+def analyze(backend: Backend) -> None:
+    """Planner statistics after a bulk load (what an operator runs after a back-load;
+    autovacuum would get there later).  Without them PostgreSQL may walk the primary key
+    for ORDER BY id LIMIT n instead of starting from the index rows."""
+    engine = create_engine(backend.url, poolclass=NullPool)
+    with engine.begin() as c:
+        c.execute(text("ANALYZE"))
+    engine.dispose()
 
 
 def count_resources(backend: Backend) -> int:
