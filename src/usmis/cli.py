@@ -77,5 +77,46 @@ def serve(
     )
 
 
+@app.command()
+def demo(
+    people: int = typer.Option(2000, help="size of the synthetic nation"),
+    seed: int = typer.Option(1, help="seed of the synthetic nation"),
+    serve_api: bool = typer.Option(True, "--serve/--no-serve", help="serve the API at the end"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """The whole flow: synthetic nation → ingest → link → oversight → serve."""
+    import os
+
+    from rich.console import Console
+
+    from usmis.demo import run_demo
+
+    # The progress bars are the demo's output; structured logs only for warnings unless the
+    # user asked for more (the ingest workers are subprocesses and inherit this).
+    os.environ.setdefault("USMIS_LOG_LEVEL", "WARNING")
+    s = Settings()
+    kit_logging.configure(s.log_level, s.log_json)
+    console = Console()
+    result = run_demo(s, people=people, seed=seed, console=console)
+    t = result.tokens
+    console.print("[bold]5. try it[/] (tokens valid 8 hours; the policy is on):")
+    console.print(f"   report:       {result.report_path}")
+    console.print(f"   clinician of organization {t['organization_id']}:\n     {t['clinician']}")
+    console.print(f"   patient {t['patient_id']}:\n     {t['patient']}")
+    console.print(f"   auditor:\n     {t['auditor']}")
+    console.print(f"   investigator:\n     {t['investigator']}")
+    base = f"http://{host}:{port}"
+    console.print(f"   curl -H 'Authorization: Bearer <clinician token>' "
+                  f"{base}/fhir/Patient/{t['patient_id']}/$everything")
+    if serve_api:
+        import uvicorn
+
+        from usmis.app import create_app
+
+        console.print(f"[bold]serving[/] {base}/fhir  (Ctrl-C to stop)")
+        uvicorn.run(create_app(s), host=host, port=port)
+
+
 def main() -> None:
     app()
