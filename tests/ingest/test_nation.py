@@ -28,7 +28,7 @@ def make_nation(out: Path, people: int, seed: int, malformed: float = 0.03) -> P
 
 @pytest.fixture(scope="module")
 def small_nation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_nation(tmp_path_factory.mktemp("nation") / "n", people=30, seed=11)
+    return make_nation(tmp_path_factory.mktemp("nation") / "n", people=20, seed=11)
 
 
 @pytest.mark.slow

@@ -90,10 +90,11 @@ def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> in
         return 0
     stmt = _insert(conn, t.inbox).on_conflict_do_nothing(
         index_elements=["source_id", "content_hash"]
-    )
+    ).returning(t.inbox.c.id)
     full = [{**r, "attempts": 0, "duplicates": 0} for r in rows]
-    res = conn.execute(stmt, full)
-    return int(res.rowcount) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+    # RETURNING yields only the rows actually inserted (conflicts return nothing), which is
+    # exact on both backends where executemany's rowcount is not.
+    return len(conn.execute(stmt, full).all())
 
 
 def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
