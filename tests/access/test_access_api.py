@@ -9,6 +9,9 @@ be exactly the expected visible set — the denials 403 (or 404 where STORE hide
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +19,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from usmis.access.context import RequestAccess
 from usmis.access.projection import consent_resource
@@ -100,9 +105,33 @@ def build_world(settings: Settings) -> Iterator[World]:
         yield w
 
 
-@pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
-    yield from build_world(settings)
+PG_URL = os.environ.get("USMIS_TEST_POSTGRES_URL", "")
+
+
+@pytest.fixture(scope="module", params=["sqlite"] + (["postgresql"] if PG_URL else []))
+def world(
+    request: pytest.FixtureRequest, _templates: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[World]:
+    """One world per backend for this module (building it is the slow part); the tests
+    after the table use subjects of their own, so they do not disturb it."""
+    tmp = tmp_path_factory.mktemp("world")
+    if request.param == "sqlite":
+        shutil.copyfile(_templates["sqlite"], tmp / "usmis.db")
+        url = f"sqlite:///{tmp / 'usmis.db'}"
+        yield from build_world(Settings(data_dir=tmp / "data", database_url=url))
+        return
+    name = f"usmis_w_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_templates["postgresql"]}"'))
+    try:
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield from build_world(Settings(data_dir=tmp / "data", database_url=url))
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 ALL = {"pat", "obs", "hiv", "own"}
@@ -250,7 +279,7 @@ def test_authorization_table_through_the_api(world: World) -> None:
 
 def test_break_the_glass_opens_one_patient_for_a_while_and_is_reviewed(world: World) -> None:
     w, c = world, world.client
-    doc = w.token(subject="dr-a", role="clinician", org="org-A")
+    doc = w.token(subject="dr-er", role="clinician", org="org-A")
     old = w.patient["old"]
     obs = w.res[("old", "obs")][1]
     r = c.get(f"/fhir/Observation/{obs}", headers=doc)
@@ -286,10 +315,10 @@ def test_break_the_glass_opens_one_patient_for_a_while_and_is_reviewed(world: Wo
     assert any(a["kind"] == "break-glass" for a in queue["alerts"])
     me = w.token(subject="patient-old", role="patient", patient=old)
     mine = c.get("/audit/my-access", headers=me).json()
-    assert [e["who"] for e in mine["emergencies"]] == ["dr-a"]
-    assert any(a["emergency"] and a["who"] == "dr-a" and a["allowed"]
+    assert [e["who"] for e in mine["emergencies"]] == ["dr-er"]
+    assert any(a["emergency"] and a["who"] == "dr-er" and a["allowed"]
                for a in mine["accesses"])
-    assert any(not a["allowed"] and a["who"] == "dr-a" for a in mine["accesses"])
+    assert any(not a["allowed"] and a["who"] == "dr-er" for a in mine["accesses"])
     r = c.post(f"/audit/review-queue/{grant}", json={"outcome": "justified"}, headers=dpo)
     assert r.status_code == 200
     assert grant not in {g["id"] for g in c.get("/audit/review-queue", headers=dpo)
@@ -300,20 +329,24 @@ def test_break_the_glass_opens_one_patient_for_a_while_and_is_reviewed(world: Wo
 
 def test_the_grant_expires(world: World) -> None:
     w = world
-    s = w.settings.model_copy(update={"emergency_access_minutes": -1})
-    w.client.app.state.settings = s  # type: ignore[attr-defined]
-    doc = w.token(subject="dr-a", role="clinician", org="org-A")
-    r = w.client.post("/access/break-glass", json={"patient": w.patient["old"],
-                                                   "reason": "unconscious in the emergency room"},
-                      headers=doc)
-    assert r.status_code == 201
-    assert w.client.get(f"/fhir/Observation/{w.res[('old', 'obs')][1]}",
-                        headers=doc).status_code == 403
+    app = w.client.app
+    app.state.settings = w.settings.model_copy(  # type: ignore[attr-defined]
+        update={"emergency_access_minutes": -1})
+    try:
+        doc = w.token(subject="dr-late", role="clinician", org="org-A")
+        r = w.client.post("/access/break-glass", json={
+            "patient": w.patient["old"], "reason": "unconscious in the emergency room"},
+            headers=doc)
+        assert r.status_code == 201
+        assert w.client.get(f"/fhir/Observation/{w.res[('old', 'obs')][1]}",
+                            headers=doc).status_code == 403
+    finally:
+        app.state.settings = w.settings  # type: ignore[attr-defined]
 
 
 def test_writes_follow_the_policy(world: World) -> None:
     w, c = world, world.client
-    doc = w.token(subject="dr-a", role="clinician", org="org-A", scope="user/*.cruds")
+    doc = w.token(subject="dr-writer", role="clinician", org="org-A", scope="user/*.cruds")
     obs = {"resourceType": "Observation", "status": "final",
            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}
     # Into the record of a patient in care: yes.  Outside care: no (no self-made care).
