@@ -48,6 +48,17 @@ log = get_logger("usmis.ingest.service")
 Progress = Callable[[str, int, int | None], None]  # (task, advance, total)
 
 
+# --- for the patient index ------------------------------------------------------------------
+
+
+def list_merges(conn: Any, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """A40 merges recorded by ingest, oldest first: ``{id, source_id, survivor_patient,
+    merged_patient, event_time}`` (FHIR Patient ids).  The patient index polls this with
+    the last id it has honoured."""
+    return [{str(k): v for k, v in r._mapping.items() if k not in {"inbox_id", "created_at"}}
+            for r in repo.list_merges(conn, after_id, limit)]
+
+
 # --- one source ------------------------------------------------------------------------------
 
 
