@@ -91,6 +91,19 @@ class Listener:
         self.thread.join(30)
 
 
+CREATED: list[str] = []
+
+
+def drop_databases(pg_url: str) -> None:
+    if not CREATED:
+        return
+    admin = create_engine(pg_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        for name in CREATED:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def fresh_database(kind: str, pg_url: str, tmp: Path) -> Settings:
     if kind == "sqlite":
         d = tmp / f"sqlite-{uuid.uuid4().hex[:6]}"
@@ -102,6 +115,7 @@ def fresh_database(kind: str, pg_url: str, tmp: Path) -> Settings:
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
+        CREATED.append(name)
         d = tmp / name
         d.mkdir()
         s = Settings(data_dir=d, database_url=pg_url.rsplit("/", 1)[0] + "/" + name)
@@ -253,10 +267,13 @@ def main() -> None:
           f"indexed, linked by the patient index; nation: {args.nation_people} people")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for kind in args.backends.split(","):
-            bench_backend(kind, args.postgres, args.messages, tmp)
-            if not args.skip_nation:
-                bench_nation(kind, args.postgres, args.nation_people, tmp)
+        try:
+            for kind in args.backends.split(","):
+                bench_backend(kind, args.postgres, args.messages, tmp)
+                if not args.skip_nation:
+                    bench_nation(kind, args.postgres, args.nation_people, tmp)
+        finally:
+            drop_databases(args.postgres)
         print(f"\nmachine at the end: {machine()}")
 
 
