@@ -207,11 +207,13 @@ def check_principal(w: World, name: str, claims: dict[str, Any],
         for kind in sorted(mine):
             rtype, rid = w.res[(key, kind)]
             r = c.get(f"/fhir/{rtype}/{rid}", headers=h)
-            want = 200 if kind in visible else 403
-            if r.status_code != want:
-                bad.append(f"{name} | {key} | read {kind}: {r.status_code} != {want}")
-            if r.status_code == 403 and r.json()["resourceType"] != "OperationOutcome":
-                bad.append(f"{name} | {key} | read {kind}: 403 without OperationOutcome")
+            # Denied: 403 saying why — or 404 when a consent hides it (existence must not
+            # leak).  Either way an OperationOutcome.
+            want = {200} if kind in visible else {403, 404}
+            if r.status_code not in want:
+                bad.append(f"{name} | {key} | read {kind}: {r.status_code} not in {want}")
+            if r.status_code != 200 and r.json()["resourceType"] != "OperationOutcome":
+                bad.append(f"{name} | {key} | read {kind}: denial without OperationOutcome")
         # search — exactly the visible resources, and the total says no more.
         for rtype in ("Observation", "Condition"):
             r = c.get(f"/fhir/{rtype}", params={"patient": pid}, headers=h)
@@ -277,6 +279,22 @@ def test_authorization_table_through_the_api(world: World) -> None:
     assert not mismatches, "\n".join(mismatches)
 
 
+def test_consent_hidden_data_reads_as_absent(world: World) -> None:
+    w, c = world, world.client
+    doc = w.token(subject="dr-consent", role="clinician", org="org-A")
+    r = c.get(f"/fhir/Condition/{w.res[('con', 'hiv')][1]}", headers=doc)
+    assert r.status_code == 404
+    assert "hiv" not in r.text.lower()
+    assert "consent" not in r.text.lower()
+    # A whole organization denied: the patient looks absent to it.
+    r = c.get(f"/fhir/Patient/{w.patient['den']}", headers=doc)
+    assert r.status_code == 404
+    # No care relationship: a 403 that says why.
+    r = c.get(f"/fhir/Patient/{w.patient['none']}", headers=doc)
+    assert r.status_code == 403
+    assert "care relationship" in r.json()["issue"][0]["diagnostics"]
+
+
 def test_break_the_glass_opens_one_patient_for_a_while_and_is_reviewed(world: World) -> None:
     w, c = world, world.client
     doc = w.token(subject="dr-er", role="clinician", org="org-A")
@@ -303,7 +321,7 @@ def test_break_the_glass_opens_one_patient_for_a_while_and_is_reviewed(world: Wo
                                             "reason": "unconscious in the emergency room"},
                headers=doc)
     assert r.status_code == 201
-    assert c.get(f"/fhir/Observation/{w.res[('den', 'obs')][1]}", headers=doc).status_code == 403
+    assert c.get(f"/fhir/Observation/{w.res[('den', 'obs')][1]}", headers=doc).status_code == 404
     # Other roles cannot break the glass.
     reg = w.token(subject="reg", role="registrar")
     r = c.post("/access/break-glass", json={"patient": old, "reason": "x" * 20}, headers=reg)

@@ -37,7 +37,7 @@ from usmis.access.policy import (
 from usmis.access.sensitivity import categories as sensitivity_categories
 from usmis.audit.model import MINOR_FAILURE, AuditRecord, redact_query
 from usmis.config import Settings
-from usmis.kit.errors import Forbidden
+from usmis.kit.errors import Forbidden, NotFound
 from usmis.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -348,6 +348,12 @@ class RequestAccess:
     def _deny(self, action: str, resource_type: str | None, row: RowLike | None,
               decision: Decision) -> None:
         self._pending_audit.append(self._denial_record(action, resource_type, row, decision))
+        if decision.reason.startswith("consent") and action in READ_ACTIONS:
+            # Consent makes data invisible: answer as if it did not exist, so neither its
+            # existence nor its category leaks (a 403 "denies HIV" would say both).
+            rid = getattr(row, "id", None)
+            raise NotFound(f"{resource_type}/{rid} is not known" if rid else "not found",
+                           expression=[resource_type] if resource_type else None)
         raise Forbidden(decision.message or "access denied by policy")
 
 
