@@ -237,9 +237,12 @@ def load_http(server: Server, token: str, bundles: list[bytes], clients: int) ->
 
 def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> float:
     """The same resource JSON inserted raw: one table, 31 rows per transaction."""
+    from sqlalchemy.pool import QueuePool
+
     from usmis.kit.db import make_engine
 
-    engine = make_engine(url)
+    # Pooled like the server's engine (a NullPool SQLite engine checkpoints on every close).
+    engine = make_engine(url, poolclass=QueuePool) if url.startswith("sqlite") else make_engine(url)
     with engine.begin() as c:
         c.execute(text("DROP TABLE IF EXISTS bench_raw"))
         c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
