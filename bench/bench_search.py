@@ -348,9 +348,9 @@ def main() -> None:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
         admin.dispose()
-        if not args.keep and not args.reuse:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif args.keep:
+        if not args.keep or args.reuse or "sqlite" not in urls:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing of ours to keep in it
+        if args.keep and not args.reuse:
             print(f"kept (rerun with --reuse {tmp}/bench.db,{pg_name})")
 
 
