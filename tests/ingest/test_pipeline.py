@@ -177,3 +177,28 @@ def test_file_with_bad_rows_stores_the_good_ones_and_dead_letters_the_rest(
     assert (dl["rule"], dl["field"], dl["message_id"]) == (
         "date-format", "ДАТА_ОТПУСКА", "pharm_europharma.csv:3")
     assert "31.02.20X4" in shown["content"]
+
+
+def test_hl7_batch_files_take_the_same_mapping(
+    hl7_sources: dict[str, str], engine: Engine, settings: Settings
+) -> None:
+    from pathlib import Path
+
+    from usmis.ingest import sources
+    from usmis.ingest.channels.files import load_file
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
+    with engine.connect() as conn:
+        src = sources.get(conn, "his-test")
+    framed = load_file(engine, settings, src, fixtures / "batch_mllp.hl7")
+    assert (framed.records, framed.new, framed.rejected) == (4, 4, 1)
+    lines = load_file(engine, settings, src, fixtures / "batch_lines.hl7")
+    assert lines.records == 4
+    assert lines.new == 0  # the same messages, only framed differently: already in the inbox
+    result = Pipeline(settings, engine).drain()
+    assert result.done == 3
+    (enc,) = _resources(engine, settings, "Encounter")
+    assert enc["status"] == "finished"  # the A03 discharged the A01's stay
+    with engine.connect() as conn:
+        (dl,) = deadletters.list_letters(conn)
+    assert (dl["rule"], dl["field"], dl["message_id"]) == ("date-format", "PID-7", "F-BAD")

@@ -82,6 +82,10 @@ def load_file(
             if fmt == "hl7v2":
                 for mid, raw in batch:
                     reject, iin, event = None, None, None
+                    try:  # the control id names the message where there is one
+                        mid = hl7v2.read_header(raw).control_id or mid
+                    except Reject:
+                        pass
                     try:
                         mapped = hl7v2.map_message(raw, source.id)
                         iin, event = mapped.iin_status, mapped.event_time

@@ -138,7 +138,7 @@ class MllpServer:
                             log.warning("mllp frame too large, closing", peer=peer_ip)
                             return
                         break
-                    frame = bytes(buf[start + 1 : end])
+                    frame = hl7v2.normalize(bytes(buf[start + 1 : end]))
                     del buf[: end + 2]
                     reply = await self.handle(frame, peer_ip, fingerprint)
                     writer.write(bytes((SB,)) + reply + bytes((EB, CR)))

@@ -65,6 +65,12 @@ SB, EB, CR = b"\x0b", b"\x1c", b"\r"
 # --- reading messages --------------------------------------------------------------------
 
 
+def normalize(raw: bytes) -> bytes:
+    """One message with ``\\r`` segment terminators and no trailing ones: the form kept in
+    the inbox, so one message framed differently (MLLP, lines, CRLF) hashes the same."""
+    return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r")
+
+
 def split_messages(data: bytes) -> list[bytes]:
     """A batch file → messages: MLLP-framed (\\x0b…\\x1c\\r) or separated by blank lines/MSH."""
     if SB in data:
@@ -74,7 +80,7 @@ def split_messages(data: bytes) -> list[bytes]:
             if start >= 0:
                 body = chunk[start + 1 :]
                 if body.strip():
-                    out.append(body)
+                    out.append(normalize(body))
         return out
     text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     messages: list[list[bytes]] = []
