@@ -100,21 +100,22 @@ def demo(
     console = Console()
     result = run_demo(s, people=people, seed=seed, console=console)
     t = result.tokens
-    console.print("[bold]5. try it[/] (tokens valid 8 hours; the policy is on):")
-    console.print(f"   report:       {result.report_path}")
-    console.print(f"   clinician of organization {t['organization_id']}:\n     {t['clinician']}")
-    console.print(f"   patient {t['patient_id']}:\n     {t['patient']}")
-    console.print(f"   auditor:\n     {t['auditor']}")
-    console.print(f"   investigator:\n     {t['investigator']}")
     base = f"http://{host}:{port}"
-    console.print(f"   curl -H 'Authorization: Bearer <clinician token>' "
-                  f"{base}/fhir/Patient/{t['patient_id']}/$everything")
+    console.print("[bold]5. try it[/] (tokens valid 8 hours; the policy is on)")
+    console.print(f"   oversight report: {result.report_path}")
+    # Tokens go out unwrapped (plain echo) so they can be copied whole.
+    typer.echo(f"   clinician of organization {t['organization_id']}:\n{t['clinician']}")
+    typer.echo(f"   patient {t['patient_id']} (attached there):\n{t['patient']}")
+    typer.echo(f"   auditor:\n{t['auditor']}")
+    typer.echo(f"   investigator:\n{t['investigator']}")
+    typer.echo(f"   e.g.: curl -H 'Authorization: Bearer <clinician token>' "
+               f"'{base}/fhir/Patient/{t['patient_id']}/$everything'")
     if serve_api:
         import uvicorn
 
         from usmis.app import create_app
 
-        console.print(f"[bold]serving[/] {base}/fhir  (Ctrl-C to stop)")
+        typer.echo(f"serving {base}/fhir  (Ctrl-C to stop)")
         uvicorn.run(create_app(s), host=host, port=port)
 
 

@@ -89,11 +89,12 @@ def link(settings: Settings, nation: Path, console: Console) -> dict[str, Any]:
     console.print("[bold]3. patient index[/] every source record was matched as it arrived; "
                   "scored against the ground truth:")
     figures = evaluate(settings, nation)
-    table = Table("measure", "value")
-    for key in ("pairwise_precision", "pairwise_recall", "cluster_precision",
-                "cluster_recall", "review_share", "persons", "source_records"):
+    table = Table("measure (pairwise unless named)", "value")
+    for key in ("records", "true_persons", "predicted_persons", "precision", "recall",
+                "cluster_precision", "cluster_recall", "review_share", "unlinked_patients"):
         if key in figures:
-            table.add_row(key, str(figures[key]))
+            value = figures[key]
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
     return figures
 
