@@ -73,7 +73,7 @@ def _local_id(source_id: str, patient: dict[str, Any]) -> str | None:
     return None
 
 
-_COLUMN_REF = re.compile(r"\$([^|}\"'\s,\]]+)")
+_COLUMN_REF = re.compile(r"\$([^|{}\"'\s,\]]+)")
 
 
 def _patient_columns(mapping: Any) -> list[str]:
