@@ -12,13 +12,11 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
-    delete,
     func,
     insert,
     literal,
     select,
     text,
-    tuple_,
     union_all,
     update,
 )
@@ -65,16 +63,21 @@ def get_current(
 
 def get_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Row[Any]]:
     """Current rows for (type, id) keys, in no particular order."""
-    if not keys:
-        return []
+    # Grouped by type as `type = ? AND id IN (...)`: SQLite cannot use the primary key for
+    # a row-value IN (it scanned the whole table), PostgreSQL plans both the same.
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
     out: list[Row[Any]] = []
-    for i in range(0, len(keys), 500):
-        chunk = list(keys[i : i + 500])
-        out.extend(
-            conn.execute(
-                select(resource).where(tuple_(resource.c.resource_type, resource.c.id).in_(chunk))
-            ).all()
-        )
+    for rtype, ids in by_type.items():
+        for i in range(0, len(ids), 500):
+            out.extend(
+                conn.execute(
+                    select(resource).where(
+                        resource.c.resource_type == rtype, resource.c.id.in_(ids[i : i + 500])
+                    )
+                ).all()
+            )
     return out
 
 
@@ -233,17 +236,3 @@ def iter_current(
             return
         yield from rows
         last = rows[-1].id
-
-
-def delete_rows(conn: Connection, table: Any, keys: Sequence[tuple[str, str]]) -> None:
-    """Delete index rows of (type, id) keys from a table with resource_type/resource_id."""
-    for i in range(0, len(keys), 500):
-        chunk = list(keys[i : i + 500])
-        conn.execute(
-            delete(table).where(tuple_(table.c.resource_type, table.c.resource_id).in_(chunk))
-        )
-
-
-def insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(table), list(rows))
