@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -37,9 +37,10 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     """An engine for ``url`` with the settings each backend needs."""
     if url.startswith("sqlite"):
         # One file, many readers, one writer: WAL + a generous busy timeout.
-        # NullPool by default; long-lived servers pass poolclass=QueuePool, since closing
-        # the last WAL connection checkpoints (~30 ms per request otherwise).
-        kwargs.setdefault("poolclass", NullPool)
+        # Pooled: closing the last connection of a WAL database checkpoints and deletes the
+        # WAL (~30 ms), so a connection per unit of work would pay that on every commit.
+        if kwargs.setdefault("poolclass", QueuePool) is QueuePool:
+            kwargs.setdefault("pool_size", min(pool_size, 5))
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
