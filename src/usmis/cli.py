@@ -79,7 +79,7 @@ def serve(
 
 @app.command()
 def demo(
-    people: int = typer.Option(2000, help="size of the synthetic nation"),
+    people: int = typer.Option(500, help="size of the synthetic nation (people)"),
     seed: int = typer.Option(1, help="seed of the synthetic nation"),
     serve_api: bool = typer.Option(True, "--serve/--no-serve", help="serve the API at the end"),
     host: str = "127.0.0.1",
