@@ -274,18 +274,24 @@ def test_volume_spike_against_own_history_and_peers(tmp_path: Path) -> None:
     b = ExtractBuilder()
     b.tariff("VISIT", 1000)
     n = 0
-    months = [f"2025-{m:02d}-15" for m in range(1, 11)]
     for p in range(8):
         b.org(f"PC{p}")
-        for mi, day in enumerate(months):
+        for mi in range(10):
             lines = 100 + 3 * p + (mi % 3)
             if p == 0 and mi == 8:
                 lines = 400  # the spike: 4× its own history
             if mi == 9:
                 lines = int(lines * 1.6)  # a season that lifts everyone: no spike
-            for _ in range(lines):
+            for k in range(lines):
                 n += 1
+                day = f"2025-{mi + 1:02d}-{1 + k % 28:02d}"  # spread over the month
                 b.claim(f"c{n}", f"x{n % 50}", f"PC{p}", day, "VISIT", 10_000)
+            if p == 1 and mi == 4:
+                # one impossible day (300 extra lines on the 10th): impossible_day's
+                # finding, not a volume spike
+                for _ in range(300):
+                    n += 1
+                    b.claim(f"c{n}", f"x{n % 50}", "PC1", "2025-05-10", "VISIT", 10_000)
     found = run(b, tmp_path, "volume_spike")
     assert [(f["provider_id"], f["period_start"]) for f in found] == [("PC0", d("2025-09-01"))]
     assert found[0]["amount_at_risk"] == pytest.approx(4_000_000 - 1_010_000, rel=0.05)

@@ -180,8 +180,12 @@ def claim_rows(res: dict[str, Any], person_of: PersonOf, org_of: Callable[[str |
             "kind": kind_i, "quantity": float(qty or 1), "amount": float(net or 0),
             "record_type": record_type, "record_id": line_record, "billing_system": billing,
         })
+        # The stay or dispensation a claim line bills is the same source record the
+        # clinical feed (Encounter, MedicationDispense) carries: keyed by the bare record id
+        # so that store.merge_records joins the two instead of counting the record twice.
+        bare = line_record.split("|", 1)[1] if "|" in line_record else line_record
         if kind_i == "stay" and served:
-            out["stays"].append({**base, "source_record_id": line_record,
+            out["stays"].append({**base, "source_record_id": bare,
                                  "source_system": billing, "stay_id": line_record,
                                  "person_key": person, "org_id": provider,
                                  "admit_date": served,
@@ -190,7 +194,7 @@ def claim_rows(res: dict[str, Any], person_of: PersonOf, org_of: Callable[[str |
         if kind_i == "drug":
             days = _ext(item, "days-supply")
             out["dispensations"].append({
-                **base, "source_record_id": line_record, "source_system": billing,
+                **base, "source_record_id": bare, "source_system": billing,
                 "dispensation_id": line_record, "person_key": person, "org_id": provider,
                 "practitioner_id": practitioner, "dispense_date": served, "atc": code,
                 "quantity": float(qty or 1), "days_supply": int(days) if days else None})
@@ -283,7 +287,8 @@ def encounter_rows(res: dict[str, Any], person_of: PersonOf,
            "service_code": code}
     stays = []
     if cls == "IMP" and start:
-        stays.append({**base, "stay_id": res.get("id"), "person_key": person, "org_id": org,
+        stay_id = f"{base['source_system']}|{base['source_record_id']}"  # as claims name it
+        stays.append({**base, "stay_id": stay_id, "person_key": person, "org_id": org,
                       "admit_date": start, "discharge_date": end or start, "case_group": code})
     return [enc], stays
 
@@ -305,7 +310,8 @@ def dispense_rows(res: dict[str, Any], person_of: PersonOf,
         org = org_of(_ref_id((perf or {}).get("actor"), "Organization"))
         if org:
             break
-    return [{**_base(res, "dispense"), "dispensation_id": res.get("id"),
+    base = _base(res, "dispense")
+    return [{**base, "dispensation_id": f"{base['source_system']}|{base['source_record_id']}",
              "person_key": person_of(_ref_id(res.get("subject"), "Patient")), "org_id": org,
              "practitioner_id": None,
              "dispense_date": _day(res.get("whenHandedOver")),

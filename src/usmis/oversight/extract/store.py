@@ -15,7 +15,8 @@ kept in ``oversight_pseudonym`` for the audited re-identification only.
 from __future__ import annotations
 
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,14 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
             def prac_of(res_id: str | None) -> str | None:
                 return prac_code.get(res_id or "", res_id)
 
+            # The person of each clinical source record ("system|record id"), and whether
+            # a person joins more than one source Patient: see _billed_person.
+            record_person: dict[str, str] = {}
+            cluster = Counter(links.values())
+
+            def linked(alias: str) -> bool:
+                return cluster.get(pseudonyms.get(alias, ""), 0) > 1
+
             for rtype in TYPES[2:]:
                 for res in svc.iter_resources(rtype, since=since):
                     stamp = _last_updated(res)
@@ -118,7 +127,17 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                         continue  # already in an earlier increment
                     if stamp and (newest is None or stamp > newest):
                         newest = stamp
+                    before = {t: len(r) for t, r in rows.items()}
                     _map(rtype, res, rows, person_of, org_of, prac_of, stamp)
+                    if rtype == "Claim":
+                        _billed_person(rows, before, record_person, linked)
+                    elif rtype in _CLINICAL:
+                        for table in _CLINICAL[rtype]:
+                            for row in rows[table][before.get(table, 0):]:
+                                if row.get("person_key"):
+                                    record_person.setdefault(
+                                        f"{row['source_system']}|{row['source_record_id']}",
+                                        row["person_key"])
             repo.save_pseudonyms(conn, sorted(pseudonyms.items()))
             repo.set_watermark(conn, name, newest or since)
             audit_bridge.record_extract(
@@ -130,17 +149,99 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
     seq = (previous.parts if previous else 0) + 1
     counts: dict[str, int] = dict(previous.rows) if previous else {}
     for table, table_rows in rows.items():
+        table_rows = merge_records(table_rows)
         if table_rows:
             write_part(root, table, conform(table, table_rows), seq)
             counts[table] = counts.get(table, 0) + len(table_rows)
     mark = newest or since
+    if as_of is None:
+        as_of = observed_until(rows, previous.as_of if previous else None)
     manifest = Manifest(
-        builder="store", as_of=(as_of or datetime.now(UTC).date()).isoformat(),
+        builder="store", as_of=as_of.isoformat(),
         watermark=mark.isoformat() if mark else "",
         parts=seq, rows=counts,
     )
     write_manifest(root, manifest)
     return manifest
+
+
+# The clinical resources whose rows name the source record a claim line bills.
+_CLINICAL = {"Encounter": ("encounters",), "MedicationDispense": ("dispensations",),
+             "Observation": ("lab_tests",)}
+
+
+def _billed_person(rows: defaultdict[str, list[dict[str, Any]]], before: dict[str, int],
+                   record_person: dict[str, str], linked: Callable[[str], bool]) -> None:
+    """Give a claim the person of the clinical record it bills, when that is known.
+
+    A fund claim identifies the insured by IIN alone.  When the IIN is missing or invalid
+    the fund's Patient has nothing the patient index can match (no name, no birth date) and
+    stays a person of its own; when it is mistyped into another valid IIN it is linked to
+    that other person.  Either way the claim is cut off from the diagnoses, stays and
+    registry events of the person who received the care, and rules judge it against the
+    wrong life.  The claim also names the clinical record it bills (supportingInfo
+    source-record), whose patient the index linked on full demographics: that link is the
+    better evidence of whose care was paid for, so it wins — when the index did link it
+    to other records (a record that is a person of its own, e.g. a pharmacy's patient
+    without IIN left unmatched, is no better than the claim's IIN).  (A claim whose IIN
+    disagrees with its record is itself worth a look; no rule reports it yet.)  Only records read in
+    the same run are known here: a claim arriving in a later increment than its record
+    keeps its own person until a ``full`` run.
+    """
+    claims = rows["claims"][before.get("claims", 0):]
+    person = next((record_person[c["record_id"]] for c in claims
+                   if c.get("record_id") in record_person), None)
+    if person is None or not linked(person):
+        return
+    for table in ("claims", "stays", "dispensations", "diagnoses"):
+        for row in rows[table][before.get(table, 0):]:
+            row["person_key"] = person
+
+
+# Dated columns that say how far the data reaches (the end of the observation window).
+_ACTIVITY = {"claims": "service_date", "encounters": "encounter_date",
+             "stays": "discharge_date", "dispensations": "dispense_date",
+             "lab_tests": "test_date"}
+
+
+def observed_until(rows: dict[str, list[dict[str, Any]]], previous: str | None) -> date:
+    """The extract's ``as_of``: the latest activity date in the data, never after today.
+
+    Why not simply today: the 24-month "no contact" window of phantom_attachment must end
+    where the data ends.  Months the store holds no feed for yet (a late load, a synthetic
+    nation ingested after its end) would otherwise count as months without any contact.
+    """
+    today = datetime.now(UTC).date()
+    latest: date | None = date.fromisoformat(previous) if previous else None
+    for table, column in _ACTIVITY.items():
+        for row in rows.get(table, ()):
+            value = row.get(column)
+            if isinstance(value, date) and value <= today and (latest is None or value > latest):
+                latest = value
+    return latest or today
+
+
+def merge_records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per source record (``source_system``, ``source_record_id``).
+
+    A record reaches the store by more than one channel: an inpatient stay as the
+    hospital's Encounter and as the fund's institutional Claim; a dispensation as the
+    pharmacy's MedicationDispense and as the fund's pharmacy Claim.  Counting both would
+    make every stay overlap itself (two_places) and double every dispensation.  The first
+    row seen (the clinical resource: TYPES reads it before Claim) wins; its empty columns
+    are filled from the later ones (the claim's case group, the prescriber).
+    """
+    merged: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for item in items:
+        key = (item.get("source_system"), item.get("source_record_id"))
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = item
+            continue
+        for column, value in item.items():
+            if seen.get(column) is None and value is not None:
+                seen[column] = value
+    return list(merged.values())
 
 
 def _stamp(items: list[dict[str, Any]], stamp: datetime | None,
