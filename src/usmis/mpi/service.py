@@ -314,7 +314,7 @@ def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -
         if other_person is not None and other_person != person:
             apply_source_merge(conn, patient_id, other, actor=f"source:{record.source_id}")
             person = resolve_person(conn, person)
-    log.info("mpi.linked", patient=patient_id, person=person, method=outcome.method)
+    log.debug("mpi.linked", patient=patient_id, person=person, method=outcome.method)
     return person
 
 
