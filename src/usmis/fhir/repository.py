@@ -11,7 +11,10 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     and_,
+    bindparam,
+    false,
     func,
     insert,
     literal,
@@ -21,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from usmis.fhir.search.tables import idx_token
 from usmis.fhir.tables import resource, resource_history
 
 _COLS = [c.name for c in resource.columns]
@@ -47,18 +51,73 @@ def lock_key(conn: Connection, key: str) -> None:
         )
 
 
+# One statement object per tuple of index param names, built once: the conditional
+# identifier lookup of every ingested message (If-None-Exist, conditional PUT, conditional
+# references) runs it, and building a fresh SELECT each time cost more than running it.
+_TOKEN_IDS: dict[tuple[str, ...], Select[Any]] = {}
+
+
+def _token_ids_stmt(params: tuple[str, ...]) -> Select[Any]:
+    stmt = _TOKEN_IDS.get(params)
+    if stmt is None:
+        t = idx_token
+        sub = select(t.c.res_id).where(
+            t.c.res_type == bindparam("rt"),
+            t.c.param == params[0] if len(params) == 1 else t.c.param.in_(params),
+            t.c.system == bindparam("sys"),
+            t.c.code == bindparam("code"),
+        )
+        stmt = (
+            select(resource.c.id)
+            .where(
+                resource.c.resource_type == bindparam("rt"),
+                resource.c.deleted == false(),
+                resource.c.id.in_(sub),
+            )
+            .order_by(resource.c.id)
+            .limit(bindparam("lim"))
+        )
+        _TOKEN_IDS[params] = stmt
+    return stmt
+
+
+def ids_by_token(
+    conn: Connection,
+    resource_type: str,
+    params: tuple[str, ...],
+    system: str,
+    code: str,
+    limit: int,
+) -> list[str]:
+    """Live ids of ``resource_type`` with a token index row (param, system, code), by id.
+
+    The same rows the generic search selects for ``param=system|code`` (its driving
+    ``id IN (SELECT res_id ...)`` subquery, live rows only), without building the query.
+    """
+    rows = conn.execute(
+        _token_ids_stmt(params),
+        {"rt": resource_type, "sys": system, "code": code, "lim": limit},
+    )
+    return [r[0] for r in rows]
+
+
+_INSERT_CURRENT = insert(resource)
+_GET_CURRENT = select(resource).where(
+    resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid")
+)
+_GET_CURRENT_FOR_UPDATE = _GET_CURRENT.with_for_update()
+
+
 def insert_current(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(insert(resource), list(rows))
+        conn.execute(_INSERT_CURRENT, list(rows))
 
 
 def get_current(
     conn: Connection, resource_type: str, rid: str, *, for_update: bool = False
 ) -> Row[Any] | None:
-    stmt = select(resource).where(resource.c.resource_type == resource_type, resource.c.id == rid)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    stmt = _GET_CURRENT_FOR_UPDATE if for_update else _GET_CURRENT
+    return conn.execute(stmt, {"rt": resource_type, "rid": rid}).first()
 
 
 def get_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Row[Any]]:
@@ -95,29 +154,38 @@ def get_version(conn: Connection, resource_type: str, rid: str, vid: int) -> Row
     return None
 
 
+_ARCHIVE = insert(resource_history).from_select(
+    _COLS,
+    select(*(resource.c[name] for name in _COLS)).where(
+        resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid")
+    ),
+)
+_REPLACE_CURRENT: dict[tuple[str, ...], Any] = {}
+
+
 def archive_current(conn: Connection, resource_type: str, rid: str) -> None:
     """Copy the current version into the history table (before it is superseded)."""
-    cols = [resource.c[name] for name in _COLS]
-    conn.execute(
-        insert(resource_history).from_select(
-            _COLS,
-            select(*cols).where(resource.c.resource_type == resource_type, resource.c.id == rid),
-        )
-    )
+    conn.execute(_ARCHIVE, {"rt": resource_type, "rid": rid})
 
 
 def replace_current(conn: Connection, row: dict[str, Any], expected_version: int) -> bool:
     """Overwrite the current row if it is still ``expected_version`` (optimistic)."""
     values = {k: v for k, v in row.items() if k not in ("resource_type", "id")}
-    res = conn.execute(
-        update(resource)
-        .where(
-            resource.c.resource_type == row["resource_type"],
-            resource.c.id == row["id"],
-            resource.c.version_id == expected_version,
+    names = tuple(values)
+    stmt = _REPLACE_CURRENT.get(names)
+    if stmt is None:  # one statement per column set, built once (bind names are "v_<col>")
+        stmt = _REPLACE_CURRENT[names] = (
+            update(resource)
+            .where(
+                resource.c.resource_type == bindparam("k_rt"),
+                resource.c.id == bindparam("k_id"),
+                resource.c.version_id == bindparam("k_vid"),
+            )
+            .values({k: bindparam("v_" + k) for k in names})
         )
-        .values(**values)
-    )
+    params = {"v_" + k: v for k, v in values.items()}
+    params.update(k_rt=row["resource_type"], k_id=row["id"], k_vid=expected_version)
+    res = conn.execute(stmt, params)
     return res.rowcount == 1
 
 

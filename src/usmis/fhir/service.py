@@ -24,6 +24,7 @@ from usmis.fhir import indexing, model
 from usmis.fhir import repository as repo
 from usmis.fhir.context import AccessContext, RowMeta, SystemAccess
 from usmis.fhir.errors import InvalidResource, MethodNotAllowed
+from usmis.fhir.search.registry import searchable_params
 from usmis.fhir.tables import resource as resource_table
 from usmis.fhir.validation import ID_RE, Issue, is_resource_type, validate_resource
 from usmis.kit.crypto import Keyring
@@ -177,6 +178,9 @@ class FhirService:
         if not params:
             raise BadRequest("conditional criteria are empty", expression=[resource_type])
         params = [(k, v) for k, v in params if k not in ("_count", "_sort")]
+        fast = self._token_lookup(resource_type, params, limit)
+        if fast is not None:
+            return fast
         params.append(("_count", str(limit)))
         result = indexing.search(
             self.conn,
@@ -187,6 +191,40 @@ class FhirService:
             restrict=None,  # existence checks must see everything, or duplicates follow
         )
         return list(result.ids)
+
+    def _token_lookup(
+        self, resource_type: str, params: list[tuple[str, str]], limit: int
+    ) -> list[str] | None:
+        """``identifier=system|value`` straight on the token index (None: not that shape).
+
+        Every ingested message resolves its records this way (conditional PUT, If-None-Exist,
+        conditional references), and the generic search spent most of its time building
+        the query.  Only the plain form is taken here — one parameter, no modifier, no
+        escapes, no OR, a system and a value — with the same value normalisation as the
+        search builder (``ValueParser.token_frag``); anything else goes the generic way.
+        """
+        if len(params) != 1 or not is_resource_type(resource_type):
+            return None
+        name, value = params[0]
+        if ":" in name or "\\" in value or "," in value or value.count("|") != 1:
+            return None
+        system, code = value.split("|")
+        if not system or not code:
+            return None
+        p = searchable_params(resource_type).get(name)
+        if (
+            p is None
+            or p.type != "token"
+            or p.stored_as
+            or p.fixed_system is not None
+            or p.paths[0][-1].key == "telecom"
+        ):
+            return None
+        if p.blind:
+            code = self.hmac("t:" + code.strip())
+        return repo.ids_by_token(
+            self.conn, resource_type, p.storage_names, system, code, limit
+        )
 
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:

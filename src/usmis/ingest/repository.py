@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from usmis.ingest import tables as t
@@ -118,15 +118,28 @@ def finish_message(
     conn: Connection, inbox_id: int, *, status: str, stored: int | None,
     iin_status: str | None, event_time: datetime | None,
 ) -> None:
-    values: dict[str, Any] = {
-        "status": status, "stored": stored, "processed_at": now(),
-        "attempts": t.inbox.c.attempts + 1,
-    }
+    values: dict[str, Any] = {"status": status, "stored": stored, "processed_at": now()}
     if iin_status is not None:
         values["iin_status"] = iin_status
     if event_time is not None:
         values["event_time"] = event_time
-    conn.execute(update(t.inbox).where(t.inbox.c.id == inbox_id).values(**values))
+    params = {"p_" + k: v for k, v in values.items()}
+    conn.execute(_finish_stmt(tuple(values)), {"id_": inbox_id, **params})
+
+
+# Built once per column set: every message runs one (see advance_clock for why).
+_FINISH: dict[tuple[str, ...], Any] = {}
+
+
+def _finish_stmt(names: tuple[str, ...]) -> Any:
+    stmt = _FINISH.get(names)
+    if stmt is None:
+        vals: dict[str, Any] = {k: bindparam("p_" + k) for k in names}
+        vals["attempts"] = t.inbox.c.attempts + 1
+        stmt = _FINISH[names] = (
+            update(t.inbox).where(t.inbox.c.id == bindparam("id_")).values(vals)
+        )
+    return stmt
 
 
 def requeue(conn: Connection, inbox_id: int, content: bytes | None = None) -> None:
@@ -265,17 +278,32 @@ def advance_clock(
     True: this message carries the newest state of the record (apply it).  Concurrent
     workers serialise on the clock row, so the newest always wins whatever the order.
     """
-    stmt = _insert(conn, t.record_clock).values(
-        source_id=source_id, record_key=record_key, event_time=event_time, inbox_id=inbox_id
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["source_id", "record_key"],
-        set_={"event_time": stmt.excluded.event_time, "inbox_id": stmt.excluded.inbox_id},
-        where=(t.record_clock.c.event_time < stmt.excluded.event_time)
-        | ((t.record_clock.c.event_time == stmt.excluded.event_time)
-           & (t.record_clock.c.inbox_id <= stmt.excluded.inbox_id)),
-    ).returning(t.record_clock.c.inbox_id)
-    return conn.execute(stmt).first() is not None
+    params = {"p_src": source_id, "p_key": record_key, "p_time": event_time,
+              "p_inbox": inbox_id}
+    return conn.execute(_clock_stmt(conn.dialect.name), params).first() is not None
+
+
+# The upsert is built once per dialect: constructing it per message cost more than the
+# statement itself (the compiled SQL is then cached on the object's cache key).
+_CLOCK: dict[str, Any] = {}
+
+
+def _clock_stmt(dialect: str) -> Any:
+    stmt = _CLOCK.get(dialect)
+    if stmt is None:
+        mod = postgresql if dialect == "postgresql" else sqlite
+        ins = mod.insert(t.record_clock).values(
+            source_id=bindparam("p_src"), record_key=bindparam("p_key"),
+            event_time=bindparam("p_time"), inbox_id=bindparam("p_inbox"),
+        )
+        stmt = _CLOCK[dialect] = ins.on_conflict_do_update(
+            index_elements=["source_id", "record_key"],
+            set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id},
+            where=(t.record_clock.c.event_time < ins.excluded.event_time)
+            | ((t.record_clock.c.event_time == ins.excluded.event_time)
+               & (t.record_clock.c.inbox_id <= ins.excluded.inbox_id)),
+        ).returning(t.record_clock.c.inbox_id)
+    return stmt
 
 
 # --- quality -------------------------------------------------------------------------------

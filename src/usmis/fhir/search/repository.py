@@ -16,14 +16,20 @@ def delete_index(conn: Connection, resource_type: str, resource_id: str) -> None
     _delete_many(conn, [(resource_type, resource_id)])
 
 
+# Built once: every resource write runs them, and constructing a statement per call cost
+# more than its execution (the compiled form is cached on these objects' cache keys).
+_DELETES = [
+    delete(table).where(table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i"))
+    for table in INDEX_TABLES.values()
+]
+_INSERTS = {name: insert(table) for name, table in INDEX_TABLES.items()}
+
+
 def _delete_many(conn: Connection, keys: list[tuple[str, str]]) -> None:
     if not keys:
         return
     params = [{"t": t, "i": i} for t, i in keys]
-    for table in INDEX_TABLES.values():
-        stmt = delete(table).where(
-            table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i")
-        )
+    for stmt in _DELETES:
         conn.execute(stmt, params)
 
 
@@ -60,4 +66,4 @@ def write_index_many(
         _delete_many(conn, keys)
     for name, rows in by_table.items():
         if rows:
-            conn.execute(insert(INDEX_TABLES[name]), rows)
+            conn.execute(_INSERTS[name], rows)
