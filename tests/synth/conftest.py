@@ -26,7 +26,10 @@ NOISE = {"duplicate_patient": 0.04}
 @pytest.fixture(scope="session")
 def nation_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Nation, SynthSummary]:
     out = tmp_path_factory.mktemp("nation") / "n"
-    summary = generate(out, PEOPLE, 7, fraud=FRAUD, noise=NOISE, emigration_share=0.02)
+    # A small messages_per_file makes message feeds roll over to several files, and proves
+    # that extracts (one file per source) never lose rows when they do.
+    summary = generate(out, PEOPLE, 7, fraud=FRAUD, noise=NOISE, emigration_share=0.02,
+                       messages_per_file=400)
     return Nation(Path(out)), summary
 
 

@@ -123,7 +123,9 @@ class FeedWriter:
         )
 
     def _current(self) -> _Part:
-        if self._part is None or (self.per_file and self._part.records >= self.per_file):
+        # Extracts are one file per source (docs/nation.md); only message feeds roll over.
+        rolls = self.source.channel != "file" and self.per_file
+        if self._part is None or (rolls and self._part.records >= self.per_file):
             if self._part is not None:
                 self._part.close()
             self._seq += 1
