@@ -204,3 +204,35 @@ def test_patient_link_from_an_a40_merge_joins_the_persons(
     assert pb == pa
     with transaction(engine) as conn:
         assert sorted(service.patients_of(conn, pa)) == sorted([a, b])
+
+
+def test_concurrent_linking_of_one_new_person_makes_one_person(
+    engine: Engine, settings: Settings
+) -> None:
+    """Two ingest workers link two records of one new person at the same moment."""
+    import threading
+
+    with transaction(engine) as conn:
+        svc = FhirService(conn, keyring(settings))
+        first = svc.create(patient("his_a", "A-1")).resource["id"]
+        second = svc.create(patient("lab_b", "B-1")).resource["id"]
+    first_linked = threading.Event()
+    persons: dict[str, str] = {}
+
+    def link_first() -> None:
+        with transaction(engine) as conn:
+            persons["first"] = service.link_source_patient(conn, settings, first)
+            first_linked.set()
+            threading.Event().wait(0.5)  # still uncommitted while the other worker links
+
+    def link_second() -> None:
+        first_linked.wait(10)
+        with transaction(engine) as conn:
+            persons["second"] = service.link_source_patient(conn, settings, second)
+
+    threads = [threading.Thread(target=link_first), threading.Thread(target=link_second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert persons["first"] == persons["second"]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, false, func, insert, select, text, update
 
 from usmis.mpi.tables import block, link, link_event, model, person, review
 
@@ -260,3 +260,24 @@ def all_links(conn: Connection) -> list[tuple[str, str, str]]:
 def clear_index(conn: Connection) -> None:
     """Drop blocking keys (relink rebuilds them); links and history stay."""
     conn.execute(delete(block))
+
+
+# Any fixed 64-bit number: the advisory lock that orders concurrent linking transactions.
+_LINK_LOCK = 0x5553_4D49_534D_5049  # "USMISMPI"
+
+
+def lock_linking(conn: Connection) -> None:
+    """Hold the linking lock until this transaction ends.
+
+    Deciding a new record's person waits for any other transaction that is deciding one, so
+    it sees their persons; records already linked never take it.  PostgreSQL: an advisory
+    transaction lock.  SQLite: take the database's write lock now (a write that changes
+    nothing), because the driver runs the candidate reads outside a transaction until the
+    first write and they would not see a person another connection is about to commit.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LINK_LOCK})
+    else:
+        conn.execute(
+            update(person).where(false()).values(person_key=person.c.person_key)
+        )

@@ -187,6 +187,9 @@ def link_record(
         repo.replace_block_keys(conn, record.key, hashed_keys(keys, record))
         return LinkOutcome(existing.person_key, "existing", existing.score)
 
+    # Two workers linking two records of one new person at once would each find no
+    # candidate (the other's person is not committed yet) and make two persons.
+    repo.lock_linking(conn)
     model = current_model(conn)
     cands = score_candidates(conn, settings, record, model=model)
     rejected = repo.rejected_persons(conn, record.key) if cands else set()
