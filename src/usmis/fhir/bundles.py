@@ -204,7 +204,18 @@ def run_transaction(
             except UsmisError as exc:
                 raise _with_path(exc, e.path) from None
 
-    # 3. Execute in the order the spec prescribes; creates go in one bulk insert.
+    # 3. Execute in the order the spec prescribes; creates go in one bulk insert, and the
+    #    index rows of all writes in one insert per index table at the end.
+    with svc.deferred_index():
+        _execute(svc, entries, return_resources)
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [e.response for e in entries],
+    }
+
+
+def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) -> None:
     creates: list[_Entry] = []
     for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
         try:
@@ -242,16 +253,12 @@ def run_transaction(
                 if creates:
                     _flush_creates(svc, creates, return_resources)
                     creates = []
+                svc.flush_index()  # a search entry must see this bundle's writes
                 e.response = _get_entry(svc, e)
         except UsmisError as exc:
             raise _with_path(exc, e.path) from None
     if creates:
         _flush_creates(svc, creates, return_resources)
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction-response",
-        "entry": [e.response for e in entries],
-    }
 
 
 def _flush_creates(svc: FhirService, creates: list[_Entry], with_resource: bool) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from usmis.fhir.search.service import _no_generic_plans as no_generic_plans
 from usmis.fhir.search.tables import idx_token
 from usmis.fhir.tables import resource, resource_history
 
@@ -94,6 +95,10 @@ def ids_by_token(
     The same rows the generic search selects for ``param=system|code`` (its driving
     ``id IN (SELECT res_id ...)`` subquery, live rows only), without building the query.
     """
+    if conn.dialect.name == "postgresql":
+        # A server-prepared generic plan of this lookup ran 10x slower than a custom one
+        # (measured: 9 ms against 1 ms per call), as for the generic search.
+        no_generic_plans(conn)
     rows = conn.execute(
         _token_ids_stmt(params),
         {"rt": resource_type, "sys": system, "code": code, "lim": limit},

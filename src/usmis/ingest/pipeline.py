@@ -114,8 +114,12 @@ class Pipeline:
         with unit_of_work(self.engine, write=True) as conn:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             result.claimed = len(rows)
+            done: list[tuple[int, int, str | None, datetime | None]] = []
             for row in rows:
-                self._one(conn, row, result)
+                self._one(conn, row, result, done)
+            # The done marks of the batch in one statement, in the batch's own transaction:
+            # they commit with the work or not at all, exactly as when set per message.
+            repo.finish_messages(conn, done)
         return result
 
     def drain(self, limit: int = 50, *, on_batch: Callable[[BatchResult], None] | None = None,
@@ -137,16 +141,15 @@ class Pipeline:
 
     # --- one message ------------------------------------------------------------------------
 
-    def _one(self, conn: Connection, row: Row[Any], result: BatchResult) -> None:
+    def _one(self, conn: Connection, row: Row[Any], result: BatchResult,
+             done: list[tuple[int, int, str | None, datetime | None]]) -> None:
         mapped: Mapped | None = None
         try:
             with conn.begin_nested():
                 raw = unseal(self.settings, row)
                 mapped = self.map(conn, raw, row)
                 stored = self._store(conn, row, mapped)
-                repo.finish_message(conn, row.id, status="done", stored=stored,
-                                    iin_status=mapped.iin_status,
-                                    event_time=mapped.event_time)
+            done.append((row.id, stored, mapped.iin_status, mapped.event_time))
             result.done += 1
             result.resources += stored
             return

@@ -127,6 +127,24 @@ def finish_message(
     conn.execute(_finish_stmt(tuple(values)), {"id_": inbox_id, **params})
 
 
+def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None,
+                                                           datetime | None]]) -> None:
+    """Mark many messages done (inbox id, stored, iin_status, event_time): one executemany
+    per column set instead of one round trip per message (the pipeline, at batch end)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    ts = now()
+    for inbox_id, stored, iin_status, event_time in items:
+        values: dict[str, Any] = {"status": "done", "stored": stored, "processed_at": ts}
+        if iin_status is not None:
+            values["iin_status"] = iin_status
+        if event_time is not None:
+            values["event_time"] = event_time
+        params = {"p_" + k: v for k, v in values.items()}
+        groups.setdefault(tuple(values), []).append({"id_": inbox_id, **params})
+    for names, rows in groups.items():
+        conn.execute(_finish_stmt(names), rows)
+
+
 # Built once per column set: every message runs one (see advance_clock for why).
 _FINISH: dict[tuple[str, ...], Any] = {}
 
