@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 import orjson
 
 from usmis.fhir import model
-from usmis.fhir import repository as repo
 from usmis.fhir.service import FhirService, StoredVersion, WriteResult, parse_etag
 from usmis.fhir.validation import is_resource_type
 from usmis.kit.errors import BadRequest, NotFound, UsmisError
@@ -135,6 +134,40 @@ def run_transaction(
     raw = _check_bundle(bundle, "transaction")
     entries = [_parse_entry(i, e) for i, e in enumerate(raw)]
     refmap: dict[str, str] = {}
+    try:
+        _decide(svc, entries, refmap)
+    finally:
+        svc.end_prefetch()  # the answers are only true until the first write below
+
+    # 3. Execute in the order the spec prescribes; creates go in one bulk insert, and the
+    #    index rows of all writes in one insert per index table at the end.
+    with svc.deferred_index():
+        _execute(svc, entries, return_resources)
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [e.response for e in entries],
+    }
+
+
+def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> None:
+    # 0. The conditional keys' locks in one round trip, then every plain identifier
+    #    criterion of the bundle in one query (the same answers as one by one: no write
+    #    happens before step 3).
+    locks: list[str] = []
+    wanted: list[tuple[str, str]] = []
+    for e in entries:
+        if e.method == "POST" and e.if_none_exist and isinstance(e.resource, dict):
+            rt = e.resource.get("resourceType")
+            if isinstance(rt, str) and is_resource_type(rt):
+                locks.append(f"{rt}?{e.if_none_exist}")
+                wanted.append((rt, e.if_none_exist))
+        elif e.method == "PUT" and e.rid is None and e.query:
+            locks.append(f"{e.resource_type}?{e.query}")
+            wanted.append((e.resource_type, e.query))
+    if len(wanted) > 1:
+        svc.lock_many(locks)
+        svc.prefetch_ids(wanted)
 
     # 1. Decide every target id first, so references between entries can be rewritten.
     for e in entries:
@@ -142,7 +175,7 @@ def run_transaction(
             if e.method == "POST":
                 rtype = svc.validate(e.resource, e.resource_type, root=f"{e.path}.resource")
                 if e.if_none_exist:
-                    repo.lock_key(svc.conn, f"{rtype}?{e.if_none_exist}")
+                    svc.lock(f"{rtype}?{e.if_none_exist}")
                     ids = svc.search_ids(rtype, e.if_none_exist)
                     if len(ids) > 1:
                         raise BadRequest("ifNoneExist matches more than one resource")
@@ -155,7 +188,7 @@ def run_transaction(
                 if e.rid is None:
                     if not e.query:
                         raise BadRequest("PUT needs Type/id or Type?criteria")
-                    repo.lock_key(svc.conn, f"{e.resource_type}?{e.query}")
+                    svc.lock(f"{e.resource_type}?{e.query}")
                     ids = svc.search_ids(e.resource_type, e.query)
                     if len(ids) > 1:
                         raise BadRequest("conditional update matches more than one resource")
@@ -204,15 +237,6 @@ def run_transaction(
             except UsmisError as exc:
                 raise _with_path(exc, e.path) from None
 
-    # 3. Execute in the order the spec prescribes; creates go in one bulk insert, and the
-    #    index rows of all writes in one insert per index table at the end.
-    with svc.deferred_index():
-        _execute(svc, entries, return_resources)
-    return {
-        "resourceType": "Bundle",
-        "type": "transaction-response",
-        "entry": [e.response for e in entries],
-    }
 
 
 def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) -> None:

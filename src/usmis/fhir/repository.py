@@ -18,6 +18,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     union_all,
@@ -111,6 +112,58 @@ _GET_CURRENT = select(resource).where(
     resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid")
 )
 _GET_CURRENT_FOR_UPDATE = _GET_CURRENT.with_for_update()
+
+
+def lock_keys(conn: Connection, keys: Sequence[str]) -> None:
+    """:func:`lock_key` for several keys in one round trip, taken in the order given."""
+    if conn.dialect.name == "postgresql" and keys:
+        ks = [
+            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
+            for k in keys
+        ]
+        conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ks AS bigint[]))"
+                " WITH ORDINALITY AS u(k, n) ORDER BY n"
+            ),
+            {"ks": ks},
+        )
+
+
+def ids_by_tokens(
+    conn: Connection, lookups: Sequence[tuple[str, tuple[str, ...], str, str]]
+) -> list[list[str]]:
+    """:func:`ids_by_token` for several (type, params, system, code) at once, all ids each
+    (sorted), in one query: a transaction bundle resolves its records together."""
+    if not lookups:
+        return []
+    if conn.dialect.name == "postgresql":
+        no_generic_plans(conn)
+    t, r = idx_token, resource
+    conds = [
+        and_(
+            t.c.res_type == rt,
+            t.c.param == ps[0] if len(ps) == 1 else t.c.param.in_(ps),
+            t.c.system == sys,
+            t.c.code == code,
+        )
+        for rt, ps, sys, code in lookups
+    ]
+    stmt = (
+        select(t.c.res_type, t.c.param, t.c.system, t.c.code, t.c.res_id)
+        .join(r, and_(r.c.resource_type == t.c.res_type, r.c.id == t.c.res_id))
+        .where(r.c.deleted == false(), or_(*conds))
+    )
+    found: dict[tuple[str, str, str, str], set[str]] = {}
+    for rt, param, sys, code, rid in conn.execute(stmt):
+        found.setdefault((rt, param, sys, code), set()).add(rid)
+    out: list[list[str]] = []
+    for rt, ps, sys, code in lookups:
+        ids: set[str] = set()
+        for p in ps:
+            ids |= found.get((rt, p, sys, code), set())
+        out.append(sorted(ids))
+    return out
 
 
 def insert_current(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:

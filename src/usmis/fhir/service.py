@@ -106,6 +106,8 @@ class FhirService:
         # While a transaction bundle runs its writes, index rows are collected here and
         # written with one executemany per index table at the end (see deferred_index).
         self._index_buffer: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+        self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
+        self._locked: set[str] = set()
 
     # ---------------------------------------------------------------- index writes
     @contextmanager
@@ -215,6 +217,10 @@ class FhirService:
 
     def search_ids(self, resource_type: str, criteria: str, *, limit: int = 2) -> list[str]:
         """Ids matching a conditional query string (``identifier=sys|val``), up to limit."""
+        if self._prefetched is not None:
+            hit = self._prefetched.get((resource_type, criteria))
+            if hit is not None:
+                return hit[:limit]
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
         if "\x00" in criteria:
             raise BadRequest("conditional criteria must not contain NUL characters")
@@ -235,9 +241,60 @@ class FhirService:
         )
         return list(result.ids)
 
+    # ------------------------------------------------- conditional lookups of a bundle
+    def lock(self, key: str) -> None:
+        """:func:`repo.lock_key` once per key and transaction (the lock lasts till its end)."""
+        if key not in self._locked:
+            repo.lock_key(self.conn, key)
+            self._locked.add(key)
+
+    def lock_many(self, keys: list[str]) -> None:
+        todo = [k for k in dict.fromkeys(keys) if k not in self._locked]
+        repo.lock_keys(self.conn, todo)
+        self._locked.update(todo)
+
+    def prefetch_ids(self, items: list[tuple[str, str]]) -> None:
+        """Resolve the plain identifier criteria a bundle will ask for, in one query.
+
+        :meth:`search_ids` answers these from memory until :meth:`end_prefetch` — which the
+        bundle calls before its first write, so the answers are what the single lookups
+        would have returned at that point.  Call after taking the keys' locks.
+        """
+        keys: list[tuple[str, str]] = []
+        lookups: list[tuple[str, tuple[str, ...], str, str]] = []
+        for rtype, criteria in dict.fromkeys(items):
+            shape = self._token_shape(rtype, criteria)
+            if shape is not None:
+                keys.append((rtype, criteria))
+                lookups.append((rtype, shape[0], shape[1], shape[2]))
+        self._prefetched = dict(zip(keys, repo.ids_by_tokens(self.conn, lookups), strict=True))
+
+    def end_prefetch(self) -> None:
+        """Forget the prefetched answers and which locks this bundle took (a later call
+        takes them again: re-entrant, and a rolled-back savepoint may have released them)."""
+        self._prefetched = None
+        self._locked = set()
+
+    def _token_shape(
+        self, resource_type: str, criteria: str
+    ) -> tuple[tuple[str, ...], str, str] | None:
+        if "\x00" in criteria:
+            return None
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        params = [(k, v) for k, v in params if k not in ("_count", "_sort")]
+        return self._token_params(resource_type, params)
+
     def _token_lookup(
         self, resource_type: str, params: list[tuple[str, str]], limit: int
     ) -> list[str] | None:
+        shape = self._token_params(resource_type, params)
+        if shape is None:
+            return None
+        return repo.ids_by_token(self.conn, resource_type, *shape, limit)
+
+    def _token_params(
+        self, resource_type: str, params: list[tuple[str, str]]
+    ) -> tuple[tuple[str, ...], str, str] | None:
         """``identifier=system|value`` straight on the token index (None: not that shape).
 
         Every ingested message resolves its records this way (conditional PUT, If-None-Exist,
@@ -265,9 +322,7 @@ class FhirService:
             return None
         if p.blind:
             code = self.hmac("t:" + code.strip())
-        return repo.ids_by_token(
-            self.conn, resource_type, p.storage_names, system, code, limit
-        )
+        return p.storage_names, system, code
 
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
