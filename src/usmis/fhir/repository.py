@@ -130,6 +130,28 @@ def lock_keys(conn: Connection, keys: Sequence[str]) -> None:
         )
 
 
+_TOKEN_MANY: dict[tuple[tuple[str, ...], ...], Select[Any]] = {}
+
+
+def _token_many_stmt(shape: tuple[tuple[str, ...], ...]) -> Select[Any]:
+    """One statement per bundle shape (the param names of each lookup), built once."""
+    t, r = idx_token, resource
+    conds = [
+        and_(
+            t.c.res_type == bindparam(f"rt{n}"),
+            t.c.param == ps[0] if len(ps) == 1 else t.c.param.in_(ps),
+            t.c.system == bindparam(f"sys{n}"),
+            t.c.code == bindparam(f"code{n}"),
+        )
+        for n, ps in enumerate(shape)
+    ]
+    return (
+        select(t.c.res_type, t.c.param, t.c.system, t.c.code, t.c.res_id)
+        .join(r, and_(r.c.resource_type == t.c.res_type, r.c.id == t.c.res_id))
+        .where(r.c.deleted == false(), or_(*conds))
+    )
+
+
 def ids_by_tokens(
     conn: Connection, lookups: Sequence[tuple[str, tuple[str, ...], str, str]]
 ) -> list[list[str]]:
@@ -139,23 +161,17 @@ def ids_by_tokens(
         return []
     if conn.dialect.name == "postgresql":
         no_generic_plans(conn)
-    t, r = idx_token, resource
-    conds = [
-        and_(
-            t.c.res_type == rt,
-            t.c.param == ps[0] if len(ps) == 1 else t.c.param.in_(ps),
-            t.c.system == sys,
-            t.c.code == code,
-        )
-        for rt, ps, sys, code in lookups
-    ]
-    stmt = (
-        select(t.c.res_type, t.c.param, t.c.system, t.c.code, t.c.res_id)
-        .join(r, and_(r.c.resource_type == t.c.res_type, r.c.id == t.c.res_id))
-        .where(r.c.deleted == false(), or_(*conds))
-    )
+    shape = tuple(ps for _, ps, _, _ in lookups)
+    stmt = _TOKEN_MANY.get(shape)
+    if stmt is None:
+        stmt = _token_many_stmt(shape)
+        if len(_TOKEN_MANY) < 256:  # a bundle's shapes recur (ingest: a handful)
+            _TOKEN_MANY[shape] = stmt
+    binds: dict[str, str] = {}
+    for n, (rt, _, sys, code) in enumerate(lookups):
+        binds.update({f"rt{n}": rt, f"sys{n}": sys, f"code{n}": code})
     found: dict[tuple[str, str, str, str], set[str]] = {}
-    for rt, param, sys, code, rid in conn.execute(stmt):
+    for rt, param, sys, code, rid in conn.execute(stmt, binds):
         found.setdefault((rt, param, sys, code), set()).add(rid)
     out: list[list[str]] = []
     for rt, ps, sys, code in lookups:
