@@ -7,6 +7,7 @@ written, the work does not happen.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Connection
@@ -26,16 +27,17 @@ def record_reidentification(conn: Connection, settings: Settings, actor: Any, fi
         role=str(getattr(role, "value", role)) if role is not None else None,
         organization_id=getattr(actor, "organization_id", None), purpose=PURPOSE_FRAUD,
         resource_type="OversightFinding", entities=(f"OversightFinding/{finding_id}",),
-        persons=(person_key,), detail=reason[:500],
+        # Audit detail is JSON (usmis.audit renders it); the free-text reason stays in the
+        # oversight re-identification log, out of the chain that patients read.
+        persons=(person_key,), detail=json.dumps({"finding": finding_id}),
     ))
 
 
 def record_extract(conn: Connection, settings: Settings, rows: dict[str, int],
                    watermark: str) -> None:
     """The oversight extract is a bulk export of pseudonymised data: one entry per run."""
-    detail = ",".join(f"{k}={v}" for k, v in sorted(rows.items()))
     audit.append(conn, settings, AuditRecord(
         action="export", subject="system:oversight-extract", role="system",
-        purpose=PURPOSE_FRAUD, detail=f"oversight extract since {watermark or 'start'}: "
-        f"{detail}"[:500],
+        purpose=PURPOSE_FRAUD,
+        detail=json.dumps({"extract_since": watermark or None, "rows": rows}, sort_keys=True),
     ))
