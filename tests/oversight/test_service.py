@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from usmis.audit.repository import iter_entries
 from usmis.config import Settings
+from usmis.kit.crypto import keyring_for
 from usmis.kit.db import make_engine, transaction
 from usmis.kit.errors import Conflict, Forbidden
 from usmis.oversight import repository as repo
 from usmis.oversight import service
+from usmis.oversight.tables import oversight_reidentification
 
 from .factories import ExtractBuilder
 
@@ -115,9 +118,11 @@ def test_reidentification_is_role_restricted_and_logged(settings: Settings,
     with transaction(engine) as conn:
         assert service.reidentify(conn, settings, INVESTIGATOR, fid, "case 7") == "mpi-person-2"
     with transaction(engine) as conn:
-        log = repo.reidentifications(conn, fid)
+        log = repo.reidentifications(conn, keyring_for(settings.resolved_key_file), fid)
+        stored = conn.execute(select(oversight_reidentification.c.reason)).scalar_one()
         chain = [e.content for e in iter_entries(conn) if e.content["action"] == "reidentify"]
     assert [(x["actor"], x["reason"]) for x in log] == [("inv-1", "case 7")]
+    assert b"case 7" not in stored  # the free-text reason is sealed at rest
     # ... and in the hash-chained system audit log, naming the person key, not the person
     assert len(chain) == 1
     assert chain[0]["subject"] == "inv-1"

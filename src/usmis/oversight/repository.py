@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from usmis.kit.crypto import Keyring
 from usmis.oversight.model import RuleFeedback
 from usmis.oversight.tables import (
     oversight_case,
@@ -197,17 +198,29 @@ def person_key_for(conn: Connection, pseudonym: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def log_reidentification(conn: Connection, finding_id: int, actor: str, role: str,
-                         reason: str) -> None:
+def _reason_aad(finding_id: int, actor: str) -> bytes:
+    return f"oversight_reidentification/{finding_id}/{actor}".encode()
+
+
+def log_reidentification(conn: Connection, keys: Keyring, finding_id: int, actor: str,
+                         role: str, reason: str) -> None:
+    sealed = keys.seal(reason.encode(), _reason_aad(finding_id, actor))
     conn.execute(oversight_reidentification.insert().values(
-        finding_id=finding_id, actor=actor, role=role, reason=reason, at=now()
+        finding_id=finding_id, actor=actor, role=role, kek_id=sealed.kek_id, dek=sealed.dek,
+        reason=sealed.ciphertext, at=now(),
     ))
 
 
-def reidentifications(conn: Connection, finding_id: int) -> list[dict[str, Any]]:
+def reidentifications(conn: Connection, keys: Keyring, finding_id: int) -> list[dict[str, Any]]:
+    """The re-identification log of a finding, reasons opened (for auditors and tests)."""
     r = oversight_reidentification
-    return [dict(x._mapping) for x in conn.execute(
-        sa.select(r).where(r.c.finding_id == finding_id).order_by(r.c.id))]
+    out = []
+    for x in conn.execute(sa.select(r).where(r.c.finding_id == finding_id).order_by(r.c.id)):
+        row = dict(x._mapping)
+        aad = _reason_aad(finding_id, row["actor"])
+        row["reason"] = keys.open(row.pop("kek_id"), row.pop("dek"), row["reason"], aad).decode()
+        out.append(row)
+    return out
 
 
 # Cases --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from usmis.config import Settings
+from usmis.kit.crypto import keyring_for
 from usmis.kit.db import make_engine, transaction
 from usmis.kit.errors import BadRequest, Forbidden, NotFound
 from usmis.kit.logging import get_logger
@@ -283,7 +284,8 @@ def reidentify(conn: Connection, settings: Settings, actor: Actor, finding_id: i
 def _audit_reidentification(conn: Connection, settings: Settings, actor: Actor, role: str,
                             finding_id: int, person_key: str, reason: str) -> None:
     """The one place re-identification is audited (local log + the system audit log)."""
-    repo.log_reidentification(conn, finding_id, actor.subject, role, reason)
+    keys = keyring_for(settings.resolved_key_file)
+    repo.log_reidentification(conn, keys, finding_id, actor.subject, role, reason)
     from usmis.oversight import audit_bridge
 
     audit_bridge.record_reidentification(conn, settings, actor, finding_id, person_key, reason)

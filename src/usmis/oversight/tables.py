@@ -113,7 +113,11 @@ oversight_reidentification = sa.Table(
     sa.Column("finding_id", sa.Integer, sa.ForeignKey("oversight_finding.id"), nullable=False),
     sa.Column("actor", sa.String(100), nullable=False),
     sa.Column("role", sa.String(32), nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
+    # The reason is free text that may name someone: sealed like every record (kit.crypto),
+    # so `usmis keys rotate` re-wraps it with the rest.
+    sa.Column("kek_id", sa.String(64), nullable=False),
+    sa.Column("dek", sa.LargeBinary, nullable=False),
+    sa.Column("reason", sa.LargeBinary, nullable=False),
     sa.Column("at", TS, nullable=False),
 )
 

@@ -124,7 +124,9 @@ def upgrade() -> None:
         sa.Column("finding_id", sa.Integer, nullable=False),
         sa.Column("actor", sa.String(100), nullable=False),
         sa.Column("role", sa.String(32), nullable=False),
-        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("kek_id", sa.String(64), nullable=False),
+        sa.Column("dek", sa.LargeBinary, nullable=False),
+        sa.Column("reason", sa.LargeBinary, nullable=False),
         sa.Column("at", TS, nullable=False),
         sa.ForeignKeyConstraint(
             ["finding_id"], ["oversight_finding.id"],
