@@ -277,9 +277,8 @@ def _bulk_worker(args: tuple[str, str, int, int, int]) -> int:
     """Load ``count`` bundles in-process (same service code as the API, no HTTP)."""
     url, key_file, seed, count, per_txn = args
     from usmis.fhir.service import FhirService
-    from usmis.fhir.uow import unit_of_work
     from usmis.kit.crypto import keyring_for
-    from usmis.kit.db import make_engine
+    from usmis.kit.db import make_engine, unit_of_work
 
     engine = make_engine(url)
     keys = keyring_for(Path(key_file))
@@ -332,9 +331,8 @@ def latencies(server: Server, token: str, queries: list[str], warm: int = 5) -> 
 def sample_targets(backend: Backend, n: int) -> list[tuple[str, str]]:
     """(patient id, IIN) pairs of random loaded patients (read back through the service)."""
     from usmis.fhir.service import FhirService
-    from usmis.fhir.uow import unit_of_work
     from usmis.kit.crypto import keyring_for
-    from usmis.kit.db import make_engine
+    from usmis.kit.db import make_engine, unit_of_work
 
     engine = make_engine(backend.url)
     s = backend.settings()
@@ -437,9 +435,8 @@ def in_process_latencies(
     """Separates the store's own cost from the HTTP server, token check and audit."""
     from usmis.fhir import bundles
     from usmis.fhir.service import FhirService
-    from usmis.fhir.uow import unit_of_work
     from usmis.kit.crypto import keyring_for
-    from usmis.kit.db import make_engine
+    from usmis.kit.db import make_engine, unit_of_work
 
     engine = make_engine(backend.url)
     keys = keyring_for(backend.settings().resolved_key_file)

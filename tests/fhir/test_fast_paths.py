@@ -15,8 +15,8 @@ import pytest
 
 from usmis.fhir.search.service import search
 from usmis.fhir.service import FhirService
-from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import Keyring
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import BadRequest
 
 from .conftest import make_patient

@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from usmis.fhir.service import FhirService
-from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import Keyring
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import Gone, NotFound, PreconditionFailed
 
 from .conftest import make_observation, make_patient

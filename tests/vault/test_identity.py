@@ -6,8 +6,8 @@ from typing import Any
 
 from fhir.conftest import make_patient
 from usmis.fhir.service import FhirService
-from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import Keyring
+from usmis.kit.db import unit_of_work
 from usmis.vault.model import normalise_name, normalise_phone
 from usmis.vault.service import identity
 

@@ -13,15 +13,13 @@ OAuth2 clients expect that shape.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from usmis.access import service
 from usmis.access.deps import current_principal
@@ -29,7 +27,7 @@ from usmis.access.keys import KeyRing
 from usmis.access.model import Principal
 from usmis.access.tokens import embedded_issuer
 from usmis.config import Settings
-from usmis.kit.db import make_engine, transaction
+from usmis.kit.db import make_engine, transaction, unit_of_work
 from usmis.kit.errors import UsmisError
 
 router = APIRouter()
@@ -155,7 +153,7 @@ def break_glass(
 ) -> dict[str, str]:
     """Declare an emergency: time-limited access to one patient, reviewed by an auditor."""
     patient = body.patient.removeprefix("Patient/")
-    with _write_unit(engine_of(request)) as conn:
+    with unit_of_work(engine_of(request), write=True) as conn:
         grant = service.declare_emergency(conn, settings_of(request), p, patient, body.reason)
     return {"grant": grant.id, "patient": f"Patient/{grant.patient_id}",
             "expires": grant.expires_at.isoformat()}
@@ -166,19 +164,8 @@ def clear_block(
     subject: str, request: Request, p: Principal = Depends(current_principal)  # noqa: B008
 ) -> dict[str, str]:
     """An auditor lifts the exfiltration guard's block after review."""
-    with _write_unit(engine_of(request)) as conn:
+    with unit_of_work(engine_of(request), write=True) as conn:
         service.clear_block(conn, settings_of(request), p, subject)
     return {"unblocked": subject}
 
 
-@contextmanager
-def _write_unit(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()

@@ -15,8 +15,6 @@ Reading the log is itself recorded in the log.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -34,6 +32,7 @@ from usmis.audit import service
 from usmis.audit.fhir import to_audit_event
 from usmis.audit.model import AuditRecord
 from usmis.config import Settings
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import BadRequest, Forbidden, NotFound
 
 router = APIRouter()
@@ -52,18 +51,6 @@ def _engine(request: Request) -> Engine:
     return engine_of(request)
 
 
-@contextmanager
-def _unit(engine: Engine) -> Iterator[Connection]:
-    """Reads here also append (the audit of the read): take SQLite's write lock up front."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
 
 
 def _record(conn: Connection, settings: Settings, p: Principal, action: str,
@@ -114,7 +101,7 @@ def search_audit_events(request: Request, p: Principal = PRINCIPAL) -> Response:
     except ValueError:
         raise BadRequest("_count and _offset must be integers", expression=["_count"]) from None
     since, until = _date_bounds(q.getlist("date"))
-    with _unit(_engine(request)) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         patients: list[str] | None = None
         if q.get("patient"):
             patients = access_repo.linked_patient_ids(
@@ -154,7 +141,7 @@ def read_audit_event(seq: str, request: Request, p: Principal = PRINCIPAL) -> Re
         raise Forbidden("only auditors (and patients, about themselves) read the audit log")
     if not seq.isdigit():
         raise NotFound("AuditEvent ids are sequence numbers", expression=["AuditEvent"])
-    with _unit(_engine(request)) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         row = repo.get_entry(conn, int(seq))
         if row is None:
             raise NotFound(f"AuditEvent/{seq} is not known", expression=["AuditEvent"])
@@ -170,7 +157,7 @@ def my_access(request: Request, p: Principal = PRINCIPAL) -> dict[str, Any]:
     """Who accessed my record: who, which organization, when, why, emergency or not."""
     if p.role is not Role.PATIENT:
         raise Forbidden("this is the patient's view of their own record")
-    with _unit(_engine(request)) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         own = _own_patients(conn, p)
         rows = repo.entries_for_patients(conn, own, limit=500)
         grants = access_repo.grants(conn, patient_ids=own)
@@ -249,7 +236,7 @@ def my_access_page() -> HTMLResponse:
 def review_queue(request: Request, p: Principal = PRINCIPAL) -> dict[str, Any]:
     if p.role is not Role.AUDITOR:
         raise Forbidden("only auditors review emergency access")
-    with _unit(_engine(request)) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         rows = access_repo.grants(conn, unreviewed=True)
         alerts = access_repo.alerts(conn, open_only=True)
         blocks = [b for b in access_repo.blocks(conn) if b["cleared_at"] is None]
@@ -282,6 +269,6 @@ class ReviewIn(BaseModel):
 @router.post("/audit/review-queue/{grant_id}")
 def review(grant_id: str, body: ReviewIn, request: Request, p: Principal = PRINCIPAL
            ) -> dict[str, str]:
-    with _unit(_engine(request)) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         access_service.review_emergency(conn, _settings(request), p, grant_id, body.outcome)
     return {"grant": grant_id, "outcome": body.outcome}

@@ -1,7 +1,7 @@
 """FHIR R4 REST endpoints (base ``/fhir``): HTTP in, service call, HTTP out.
 
 Endpoints are async only to read the body; the work runs in the thread pool inside one
-unit of work (``uow.unit_of_work``), so a write, its index rows and its audit entries
+unit of work (``usmis.kit.db.unit_of_work``), so a write, its index rows and its audit entries
 commit together.  Every error leaves as an OperationOutcome (``usmis.app``'s handler).
 """
 
@@ -22,8 +22,8 @@ from usmis.access.deps import access_context
 from usmis.fhir import bundles, model
 from usmis.fhir.context import AccessContext
 from usmis.fhir.service import FhirService, StoredVersion, WriteResult
-from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import Keyring
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import BadRequest, UsmisError
 
 FHIR_JSON = "application/fhir+json"

@@ -43,7 +43,7 @@ def lock_key(conn: Connection, key: str) -> None:
     PostgreSQL: a transaction-scoped advisory lock on a 63-bit hash of the key, so two
     clients creating the same identifier wait for each other and the second one's search
     sees the first one's row.  SQLite: write transactions begin IMMEDIATE (see
-    :func:`usmis.fhir.uow.unit_of_work`), which already serialises all writers.
+    :func:`usmis.kit.db.unit_of_work`), which already serialises all writers.
     """
     if conn.dialect.name == "postgresql":
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()

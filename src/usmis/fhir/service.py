@@ -1,6 +1,6 @@
 """The FHIR service: what the store does, for HTTP endpoints and in-process callers alike.
 
-It never commits: the boundary owns the transaction (``usmis.fhir.uow.unit_of_work`` for
+It never commits: the boundary owns the transaction (``usmis.kit.db.unit_of_work`` for
 HTTP and CLI, the ingest pipeline's own for messages), so a write, its index rows and its
 audit entries commit together.  Every body is sealed with :class:`usmis.kit.crypto.Keyring`
 before it reaches SQL and opened after; every action goes through the access context.

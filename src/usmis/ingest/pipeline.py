@@ -29,12 +29,12 @@ from sqlalchemy.exc import DBAPIError
 from usmis.config import Settings
 from usmis.fhir.context import SystemAccess
 from usmis.fhir.service import FhirService
-from usmis.fhir.uow import unit_of_work
 from usmis.ingest import repository as repo
 from usmis.ingest.mapping import fhir as fhir_mapping
 from usmis.ingest.mapping import files, hl7v2
 from usmis.ingest.mapping.common import Mapped, Reject, source_system, source_uri
 from usmis.ingest.sealing import keys, record_key, unseal
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import UsmisError
 from usmis.kit.logging import get_logger
 

@@ -65,6 +65,26 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """The boundary's transaction: commit on success, roll back on any exception.
+
+    SQLite allows one writer at a time.  A deferred transaction that reads first and writes
+    later fails with "database is locked" when another writer committed in between (its
+    snapshot is stale; the busy timeout cannot help).  So write units begin ``IMMEDIATE``:
+    they take the write lock up front and wait their turn.  PostgreSQL needs nothing here.
+    """
+    with engine.connect() as conn:
+        if write and conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
 def load_all_tables() -> MetaData:
     """Import every ``usmis.<domain>.tables`` module so :data:`metadata` is complete."""
     import usmis

@@ -28,7 +28,7 @@ from usmis.access.deps import current_principal
 from usmis.access.model import Principal
 from usmis.config import Settings
 from usmis.fhir.context import AccessContext, SystemAccess
-from usmis.fhir.uow import unit_of_work
+from usmis.kit.db import unit_of_work
 from usmis.kit.errors import BadRequest, Forbidden
 from usmis.mpi import lookup, service
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, Table, and_, bindparam, func, select, update
 
-from usmis.fhir.uow import unit_of_work
 from usmis.kit.crypto import RELOAD_SECONDS, Keyring, LocalKeyFile
-from usmis.kit.db import load_all_tables
+from usmis.kit.db import load_all_tables, unit_of_work
 from usmis.kit.logging import get_logger
 
 log = get_logger("usmis.vault.rotation")
