@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -36,6 +37,9 @@ from usmis.ingest.channels.mllp import MllpSender, MllpServer
 from usmis.ingest.mapping.common import iin_valid
 from usmis.ingest.service import ingest_nation, start_workers, stop_workers
 from usmis.kit.db import make_engine, transaction, upgrade
+from usmis.synth.names import KZ_MALE, KZ_SURNAMES_BARE
+
+SURNAMES = [*KZ_SURNAMES_BARE, "Ахметов", "Иванов", "Ким", "Жумабаев", "Омаров", "Касымов"]
 
 
 def machine() -> str:
@@ -45,12 +49,12 @@ def machine() -> str:
             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
-def _iin(n: int) -> str:
-    for serial in range(n % 9000, 10000):
-        base = f"8501013{serial:04d}"
-        for c in range(10):
-            if iin_valid(base + str(c)):
-                return base + str(c)
+def _iin(n: int, born: date) -> str:
+    """A valid IIN, distinct per n (< 90,000) — its digits carry nothing about the person."""
+    for serial in range(n % 90_000 * 10, 10**6):
+        iin = f"{born:%y%m%d}3{serial:05d}"[:12]
+        if iin_valid(iin):
+            return iin
     return ""
 
 
@@ -59,8 +63,13 @@ def messages(n: int, source: str) -> list[bytes]:
     out = []
     for i in range(n):
         ts = f"202403{1 + i % 28:02d}{i % 24:02d}{i % 60:02d}00"
-        pid = (f"PID|1||B{i:07d}^^^{source}^MR~{_iin(i)}^^^KZIIN^NN||Бенчмарков^Тест^Тестович"
-               f"||19850101|M|||ул Тестовая {i}^^Алматы^^^KZ||+77000000000")
+        # Distinct people: surname, given name and birth date vary as in a real feed (one
+        # name and birth date for everyone would put the whole feed in one matching block).
+        name = (f"{SURNAMES[i % len(SURNAMES)]}^{KZ_MALE[(i // 7) % len(KZ_MALE)]}^"
+                f"{KZ_MALE[(i // 3) % len(KZ_MALE)]}ұлы")
+        born = date(1940, 1, 1) + timedelta(days=(i * 7919) % 30000)
+        pid = (f"PID|1||B{i:07d}^^^{source}^MR~{_iin(i, born)}^^^KZIIN^NN||{name}"
+               f"||{born:%Y%m%d}|M|||ул Тестовая {i}^^Алматы^^^KZ||+7700{i:07d}")
         if i % 2 == 0:
             segs = [f"MSH|^~\\&|{source.upper()}|990340000001|USMIS|MOH|{ts}||ADT^A01^ADT_A01|"
                     f"B{i:08d}|P|2.5|||AL|NE||UNICODE UTF-8", f"EVN|A01|{ts}", pid,

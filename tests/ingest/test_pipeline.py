@@ -16,6 +16,7 @@ from usmis.ingest.model import Incoming
 from usmis.ingest.pipeline import Pipeline
 from usmis.ingest.sealing import keys
 from usmis.kit.db import transaction
+from usmis.mpi import tables as mpi_tables
 
 from .conftest import Listener
 from .factories import make_adt, make_iin, make_oru
@@ -202,3 +203,30 @@ def test_hl7_batch_files_take_the_same_mapping(
     with engine.connect() as conn:
         (dl,) = deadletters.list_letters(conn)
     assert (dl["rule"], dl["field"], dl["message_id"]) == ("date-format", "PID-7", "F-BAD")
+
+
+def test_a_failure_while_linking_costs_one_message(
+    hl7_sources: dict[str, str], engine: Engine, settings: Settings
+) -> None:
+    """Linking runs at the end of the batch; if it fails (a bug, not the database), the batch
+    runs again message by message and only the failing message becomes a dead letter."""
+    ids = [_put(engine, settings, make_adt(control=f"K{i}", patient=f"PK{i}")) for i in range(3)]
+    pipeline = Pipeline(settings, engine)
+    real_link = pipeline.link
+    assert real_link is not None
+
+    def link(conn: Any, s: Settings, patient_id: str) -> str:
+        patient = FhirService(conn, keys(s)).read("Patient", patient_id)
+        if any(i["value"] == "PK0" for i in patient["identifier"]):
+            raise ValueError("linker bug")  # this one Patient breaks the linker
+        return real_link(conn, s, patient_id)
+
+    pipeline.link = link
+    result = pipeline.drain()
+    assert (result.done, result.dead) == (2, 1)
+    with engine.connect() as conn:
+        (dl,) = deadletters.list_letters(conn)
+        linked = conn.execute(select(func.count()).select_from(mpi_tables.link)).scalar_one()
+    assert (dl["inbox_id"], dl["rule"]) == (ids[0], "internal")
+    assert _count(engine, "Patient") == 2
+    assert linked == 2

@@ -8,6 +8,14 @@ next worker) or completely processed — never half, never twice.
 Each message runs in a savepoint: a message that fails validation or storage rolls back
 alone, becomes a dead letter with the exact reason, and the batch goes on.
 
+Locks, so that parallel workers (PostgreSQL) never deadlock on each other: every message
+of a batch is mapped first, then the batch takes the conditional-key locks of all the
+records it will write in one sorted order, before any write; the patient index's linking
+lock is taken last, for all the batch's new Patients together, just before the commit.  A
+batch holding the linking lock thus never waits for a lock another batch holds.  Should
+linking fail in that last step (a bug, not a deadlock), the batch rolls back and runs again
+with each message linked inside its own savepoint, so one message costs one dead letter.
+
 Ordering: a record's newest state wins by *source* timestamp.  Before a conditional PUT
 the record clock is advanced; if the clock already shows a later event, the entry is
 turned into a conditional create (``ifNoneExist``) — it still resolves references but
@@ -28,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 
 from usmis.config import Settings
 from usmis.fhir.context import SystemAccess
+from usmis.fhir.repository import lock_keys
 from usmis.fhir.service import FhirService
 from usmis.ingest import repository as repo
 from usmis.ingest.mapping import fhir as fhir_mapping
@@ -110,17 +119,47 @@ class Pipeline:
 
     def run_batch(self, limit: int = 50) -> BatchResult:
         """Claim up to ``limit`` pending messages and process them in one transaction."""
+        if self.link is None:
+            return self._batch(limit, defer_links=False)
+        try:
+            return self._batch(limit, defer_links=True)
+        except _LinkFailed:
+            log.warning("linking failed at the end of a batch; running it message by message")
+            return self._batch(limit, defer_links=False)
+
+    def _batch(self, limit: int, *, defer_links: bool) -> BatchResult:
         result = BatchResult()
         with unit_of_work(self.engine, write=True) as conn:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             result.claimed = len(rows)
+            prepared = [(row, self._prepare(conn, row)) for row in rows]
+            lock_keys(conn, sorted({k for _, m in prepared if isinstance(m, Mapped)
+                                    for k in _conditional_keys(m)}))
             done: list[tuple[int, int, str | None, datetime | None]] = []
-            for row in rows:
-                self._one(conn, row, result, done)
+            deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = (
+                [] if defer_links else None)
+            for row, m in prepared:
+                self._one(conn, row, m, result, done, deferred)
+            if deferred:
+                self._link_all(conn, deferred)
             # The done marks of the batch in one statement, in the batch's own transaction:
             # they commit with the work or not at all, exactly as when set per message.
             repo.finish_messages(conn, done)
         return result
+
+    def _link_all(self, conn: Connection, items: list[tuple[Row[Any], Mapped, list[str]]]
+                  ) -> None:
+        """Link the batch's stored Patients (and apply its merges), in message order."""
+        linked: set[str] = set()
+        for row, mapped, patients in items:
+            try:
+                with conn.begin_nested():
+                    self._identify(conn, row, mapped, [p for p in patients if p not in linked])
+            except DBAPIError:
+                raise
+            except Exception as e:
+                raise _LinkFailed from e
+            linked.update(patients)
 
     def drain(self, limit: int = 50, *, on_batch: Callable[[BatchResult], None] | None = None,
               ) -> BatchResult:
@@ -141,29 +180,37 @@ class Pipeline:
 
     # --- one message ------------------------------------------------------------------------
 
-    def _one(self, conn: Connection, row: Row[Any], result: BatchResult,
-             done: list[tuple[int, int, str | None, datetime | None]]) -> None:
-        mapped: Mapped | None = None
+    def _prepare(self, conn: Connection, row: Row[Any]) -> Mapped | tuple[str, str, str]:
+        """The message mapped to a bundle, or the dead-letter reason (rule, field, detail)."""
         try:
-            with conn.begin_nested():
-                raw = unseal(self.settings, row)
-                mapped = self.map(conn, raw, row)
-                stored = self._store(conn, row, mapped)
-            done.append((row.id, stored, mapped.iin_status, mapped.event_time))
-            result.done += 1
-            result.resources += stored
-            return
-        except Reject as r:
-            reason = (r.rule, r.field, r.detail)
-        except UsmisError as e:
-            where = e.expression[0] if e.expression else "resource"
-            reason = ("fhir-" + e.code, where, e.message)
+            return self.map(conn, unseal(self.settings, row), row)
         except DBAPIError:
-            raise  # deadlock / connection loss: the whole batch rolls back and is retried
-        except Exception as e:  # a bug must cost one message, not the batch
-            log.exception("ingest message failed", inbox_id=row.id, source=row.source_id)
-            reason = ("internal", "message", type(e).__name__)
-        rule, fld, detail = reason
+            raise
+        except Exception as e:
+            return _reason(e, row)
+
+    def _one(self, conn: Connection, row: Row[Any], prepared: Mapped | tuple[str, str, str],
+             result: BatchResult, done: list[tuple[int, int, str | None, datetime | None]],
+             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None) -> None:
+        mapped = prepared if isinstance(prepared, Mapped) else None
+        if mapped is not None:
+            try:
+                with conn.begin_nested():
+                    stored, patients = self._store(conn, row, mapped)
+                    if deferred is None:
+                        self._identify(conn, row, mapped, patients)
+                    elif patients or mapped.merges:
+                        deferred.append((row, mapped, patients))
+                done.append((row.id, stored, mapped.iin_status, mapped.event_time))
+                result.done += 1
+                result.resources += stored
+                return
+            except DBAPIError:
+                raise  # deadlock / connection loss: the whole batch rolls back and is retried
+            except Exception as e:
+                prepared = _reason(e, row)
+        assert not isinstance(prepared, Mapped)
+        rule, fld, detail = prepared
         repo.insert_dead_letter(conn, inbox_id=row.id, source_id=row.source_id, rule=rule,
                                 field=fld, detail=detail)
         repo.finish_message(conn, row.id, status="dead", stored=0,
@@ -172,7 +219,8 @@ class Pipeline:
         result.dead += 1
         result.reasons[rule] = result.reasons.get(rule, 0) + 1
 
-    def _store(self, conn: Connection, row: Row[Any], mapped: Mapped) -> int:
+    def _store(self, conn: Connection, row: Row[Any], mapped: Mapped
+               ) -> tuple[int, list[str]]:
         bundle = mapped.bundle
         entries: list[dict[str, Any]] = bundle["entry"]
         when = mapped.event_time or _aware(row.received_at)
@@ -206,13 +254,18 @@ class Pipeline:
                 if rtype == "Patient":
                     loc = r["response"].get("location", "")
                     patients.append(loc.split("/")[1] if "/" in loc else "")
+        return written, [p for p in patients if p]
+
+    def _identify(self, conn: Connection, row: Row[Any], mapped: Mapped,
+                  patients: list[str]) -> None:
+        """Link the message's stored Patients to persons; apply the merges it announces."""
         if self.link is not None:
             for pid in patients:
-                if pid:
-                    self.link(conn, self.settings, pid)
-        for survivor, merged in mapped.merges:
-            self._merge(conn, svc, row, mapped, survivor, merged)
-        return written
+                self.link(conn, self.settings, pid)
+        if mapped.merges:
+            svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
+            for survivor, merged in mapped.merges:
+                self._merge(conn, svc, row, mapped, survivor, merged)
 
     def _merge(self, conn: Connection, svc: FhirService, row: Row[Any], mapped: Mapped,
                survivor: str, merged: str) -> None:
@@ -229,6 +282,35 @@ class Pipeline:
         repo.record_merge(conn, source_id=row.source_id, survivor=ids_s[0] if ids_s else "",
                           merged=ids_m[0] if ids_m else "", inbox_id=row.id,
                           event_time=mapped.event_time)
+
+
+class _LinkFailed(Exception):
+    """Linking at the end of a batch failed for a reason other than the database."""
+
+
+def _reason(e: Exception, row: Row[Any]) -> tuple[str, str, str]:
+    """The dead-letter reason (rule, field, detail) for an exception a message raised."""
+    if isinstance(e, Reject):
+        return e.rule, e.field, e.detail
+    if isinstance(e, UsmisError):
+        return "fhir-" + e.code, e.expression[0] if e.expression else "resource", e.message
+    # a bug must cost one message, not the batch
+    log.exception("ingest message failed", inbox_id=row.id, source=row.source_id)
+    return "internal", "message", type(e).__name__
+
+
+def _conditional_keys(mapped: Mapped) -> list[str]:
+    """The conditional-key locks the message's bundle will take (as the FHIR service names
+    them: ``Type?criteria`` of conditional PUTs and ``ifNoneExist`` creates)."""
+    keys = []
+    for e in mapped.bundle.get("entry", []):
+        req = e.get("request") or {}
+        url = str(req.get("url", ""))
+        if req.get("method") == "PUT" and "?" in url:
+            keys.append(url)
+        elif req.get("method") == "POST" and req.get("ifNoneExist"):
+            keys.append(f"{url}?{req['ifNoneExist']}")
+    return keys
 
 
 def _aware(ts: datetime) -> datetime:
