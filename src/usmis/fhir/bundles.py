@@ -39,6 +39,7 @@ class _Entry:
     if_match: str | None = None
     target_id: str | None = None  # id assigned or matched before execution
     matched_existing: bool = False
+    creates: bool = False  # a conditional PUT that matched nothing: a create, in the bulk insert
     response: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -194,6 +195,8 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
                         raise BadRequest("conditional update matches more than one resource")
                     given = e.resource.get("id")
                     e.target_id = ids[0] if ids else (given if given else model.new_id())
+                    # Nothing matched and no id given: a new resource under a fresh id.
+                    e.creates = not ids and not given
                 else:
                     e.target_id = e.rid
             elif e.method == "DELETE" and e.rid is None:
@@ -267,6 +270,9 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) ->
                     continue
                 e.resource = {**e.resource, "id": e.target_id}
                 creates.append(e)
+            elif e.creates:
+                e.resource = {**e.resource, "id": e.target_id}
+                creates.append(e)
             elif e.method in ("PUT", "PATCH") and creates:
                 _flush_creates(svc, creates, return_resources)
                 creates = []
@@ -295,8 +301,8 @@ def _put_or_patch(svc: FhirService, e: _Entry, with_resource: bool) -> None:
     assert e.target_id is not None
     if e.method == "PUT":
         res = {**e.resource, "id": e.target_id}
-        result = svc.update(
-            e.resource_type, e.target_id, res, if_match=e.if_match, root=f"{e.path}.resource"
+        result = svc.update(  # validated in _decide
+            e.resource_type, e.target_id, res, if_match=e.if_match, validated=True
         )
     else:
         result = svc.patch(e.resource_type, e.target_id, _patch_ops(e), if_match=e.if_match)

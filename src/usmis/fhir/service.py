@@ -85,6 +85,18 @@ def parse_etag(value: str | None) -> int | None:
     return int(v)
 
 
+IndexBuffer = dict[tuple[str, str], tuple[str, dict[str, Any]]]
+
+
+def flush_index_buffer(conn: Connection, keys: Keyring, buf: IndexBuffer) -> None:
+    """Write the index rows gathered in ``buf`` (resources known to be new or whose old
+    rows were already deleted) and empty it."""
+    if buf:
+        indexing.write_index_many(conn, list(buf.values()),
+                                  partial(keys.blind_index, SEARCH_PURPOSE), replace=False)
+        buf.clear()
+
+
 class FhirService:
     def __init__(
         self,
@@ -93,6 +105,7 @@ class FhirService:
         access: AccessContext | None = None,
         *,
         base_url: str = "",
+        index_buffer: IndexBuffer | None = None,
     ) -> None:
         self.conn = conn
         self.keys = keys
@@ -105,7 +118,9 @@ class FhirService:
         self.hmac: Callable[[str], str] = partial(keys.blind_index, SEARCH_PURPOSE)
         # While a transaction bundle runs its writes, index rows are collected here and
         # written with one executemany per index table at the end (see deferred_index).
-        self._index_buffer: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+        # A caller may pass its own buffer to gather several bundles' rows and write them
+        # itself (:func:`flush_index_buffer`), e.g. the ingest worker across a batch.
+        self._index_buffer: IndexBuffer | None = index_buffer
         self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
         self._locked: set[str] = set()
 
@@ -444,8 +459,9 @@ class FhirService:
         *,
         if_match: str | None = None,
         root: str = "",
+        validated: bool = False,
     ) -> WriteResult:
-        rtype = self.validate(res, resource_type, root=root)
+        rtype = resource_type if validated else self.validate(res, resource_type, root=root)
         self._check_writable(rtype)
         if res.get("id") != rid:
             raise BadRequest(
@@ -691,4 +707,7 @@ def _reroot(issue: Issue, rtype: Any, root: str) -> Issue:
     return dataclasses.replace(issue, expression=expr)
 
 
-__all__ = ["FhirService", "StoredVersion", "UsmisError", "WriteResult", "parse_etag"]
+__all__ = [
+    "FhirService", "IndexBuffer", "StoredVersion", "UsmisError", "WriteResult",
+    "flush_index_buffer", "parse_etag",
+]

@@ -25,19 +25,21 @@ does not overwrite the newer state.
 from __future__ import annotations
 
 import importlib
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.exc import DBAPIError
 
 from usmis.config import Settings
 from usmis.fhir.context import SystemAccess
 from usmis.fhir.repository import lock_keys
-from usmis.fhir.service import FhirService
+from usmis.fhir.service import FhirService, IndexBuffer, flush_index_buffer
 from usmis.ingest import repository as repo
 from usmis.ingest.mapping import fhir as fhir_mapping
 from usmis.ingest.mapping import files, hl7v2
@@ -136,10 +138,22 @@ class Pipeline:
             lock_keys(conn, sorted({k for _, m in prepared if isinstance(m, Mapped)
                                     for k in _conditional_keys(m)}))
             done: list[tuple[int, int, str | None, datetime | None]] = []
-            deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = (
-                [] if defer_links else None)
+            deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
+            # The index rows of the whole batch are written together at its end, unless a
+            # message is about to look up something an earlier one wrote (see _reads_back).
+            buf: IndexBuffer | None = None
+            written: set[str] = set()
+            if defer_links:
+                deferred, buf = [], {}
             for row, m in prepared:
-                self._one(conn, row, m, result, done, deferred)
+                if buf and isinstance(m, Mapped) and _reads_back(m, written):
+                    flush_index_buffer(conn, self.keys, buf)
+                    written.clear()
+                stored = self._one(conn, row, m, result, done, deferred, buf)
+                if stored and buf is not None and isinstance(m, Mapped):
+                    written.update(_conditional_keys(m))
+            if buf:
+                flush_index_buffer(conn, self.keys, buf)
             if deferred:
                 self._link_all(conn, deferred)
             # The done marks of the batch in one statement, in the batch's own transaction:
@@ -191,12 +205,15 @@ class Pipeline:
 
     def _one(self, conn: Connection, row: Row[Any], prepared: Mapped | tuple[str, str, str],
              result: BatchResult, done: list[tuple[int, int, str | None, datetime | None]],
-             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None) -> None:
+             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None,
+             buf: IndexBuffer | None = None) -> bool:
+        """Store one message in its own savepoint; False if it became a dead letter."""
         mapped = prepared if isinstance(prepared, Mapped) else None
         if mapped is not None:
+            snapshot = dict(buf) if buf is not None else None
             try:
                 with conn.begin_nested():
-                    stored, patients = self._store(conn, row, mapped)
+                    stored, patients = self._store(conn, row, mapped, buf)
                     if deferred is None:
                         self._identify(conn, row, mapped, patients)
                     elif patients or mapped.merges:
@@ -204,11 +221,14 @@ class Pipeline:
                 done.append((row.id, stored, mapped.iin_status, mapped.event_time))
                 result.done += 1
                 result.resources += stored
-                return
+                return True
             except DBAPIError:
                 raise  # deadlock / connection loss: the whole batch rolls back and is retried
             except Exception as e:
                 prepared = _reason(e, row)
+                if buf is not None and snapshot is not None:
+                    buf.clear()  # the message's index rows go with its savepoint
+                    buf.update(snapshot)
         assert not isinstance(prepared, Mapped)
         rule, fld, detail = prepared
         repo.insert_dead_letter(conn, inbox_id=row.id, source_id=row.source_id, rule=rule,
@@ -218,9 +238,10 @@ class Pipeline:
                             event_time=mapped.event_time if mapped else None)
         result.dead += 1
         result.reasons[rule] = result.reasons.get(rule, 0) + 1
+        return False
 
-    def _store(self, conn: Connection, row: Row[Any], mapped: Mapped
-               ) -> tuple[int, list[str]]:
+    def _store(self, conn: Connection, row: Row[Any], mapped: Mapped,
+               buf: IndexBuffer | None = None) -> tuple[int, list[str]]:
         bundle = mapped.bundle
         entries: list[dict[str, Any]] = bundle["entry"]
         when = mapped.event_time or _aware(row.received_at)
@@ -240,7 +261,8 @@ class Pipeline:
                 targets.append({"reference": e["fullUrl"]})
         if targets:
             entries.append(_provenance(row, mapped, targets))
-        svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
+        svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id),
+                          index_buffer=buf)
         response = svc.transaction(bundle)
         written = 0
         patients: list[str] = []
@@ -297,6 +319,21 @@ def _reason(e: Exception, row: Row[Any]) -> tuple[str, str, str]:
     # a bug must cost one message, not the batch
     log.exception("ingest message failed", inbox_id=row.id, source=row.source_id)
     return "internal", "message", type(e).__name__
+
+
+_CONDITIONAL_REF = re.compile(rb'"reference":"[A-Za-z]+\?')
+
+
+def _reads_back(mapped: Mapped, written: set[str]) -> bool:
+    """Does the message look up, through the search index, what an earlier message of the
+    batch may have written?  Its conditional keys (a record the batch already wrote),
+    a conditional reference, a read or search entry, or a merge (found by identifier)."""
+    if mapped.merges or any(k in written for k in _conditional_keys(mapped)):
+        return True
+    entries = mapped.bundle.get("entry", [])
+    if any((e.get("request") or {}).get("method") in ("GET", "HEAD", "DELETE") for e in entries):
+        return True
+    return _CONDITIONAL_REF.search(orjson.dumps(mapped.bundle)) is not None
 
 
 def _conditional_keys(mapped: Mapped) -> list[str]:
