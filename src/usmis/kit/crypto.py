@@ -309,10 +309,17 @@ _keyrings_lock = threading.Lock()
 
 def keyring_for(key_file: Path) -> Keyring:
     """The process-wide :class:`Keyring` over the local key file (created on first use)."""
+    # Hot path: no filesystem call for an absolute path seen before (a relative one depends
+    # on the working directory, so it is resolved every time).
+    ring = _keyrings.get(key_file) if key_file.is_absolute() else None
+    if ring is not None:
+        return ring
     path = key_file.resolve()
     with _keyrings_lock:
         ring = _keyrings.get(path)
         if ring is None:
             ring = Keyring(LocalKeyFile(path))
             _keyrings[path] = ring
+        if key_file.is_absolute():
+            _keyrings[key_file] = ring
         return ring
