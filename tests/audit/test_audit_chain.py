@@ -145,3 +145,70 @@ def test_an_append_rolls_back_with_the_work(settings: Settings) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM audit_entry")).scalar_one() == 0
         assert service.verify(conn, settings).ok
+
+
+def test_concurrent_appenders_with_stale_guesses_keep_one_chain(settings: Settings) -> None:
+    """Two engines (as two processes would) and several threads append at once: each
+    engine's remembered head is often stale, the compare-and-swap must then write nothing
+    and fall back.  The chain and the patient index still verify, with no gap."""
+    import threading
+
+    engines = [make_engine(settings.resolved_database_url) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def appender(k: int) -> None:
+        try:
+            for i in range(15):
+                with transaction(engines[k % 2]) as conn:
+                    service.append(conn, settings, AuditRecord(
+                        action="read", subject=f"dr-{k}", patients=(f"p{k}-{i}", f"x{i}")))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    with engines[0].connect() as conn:
+        report = service.verify(conn, settings)
+        assert report.ok, report.message
+        assert report.entries == 60
+        assert conn.execute(text("SELECT count(*) FROM audit_patient")).scalar_one() == 120
+    for e in engines:
+        e.dispose()
+
+
+def test_work_whose_entry_cannot_be_written_does_not_happen(settings: Settings) -> None:
+    """Through the real API: with the audit log unwritable a read answers 500 without the
+    data, and a create is not stored."""
+    from fastapi.testclient import TestClient
+
+    from usmis.access.tokens import issue_token
+    from usmis.app import create_app
+
+    engine = make_engine(settings.resolved_database_url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        src = {"Authorization": "Bearer " + issue_token(
+            settings, subject="client:his", role="source", source="his", org="org-A")}
+        r = client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"},
+                        headers=src)
+        assert r.status_code == 201
+        pid = r.json()["id"]
+        with transaction(engine) as conn:
+            conn.execute(text("ALTER TABLE audit_patient RENAME TO audit_patient_off"))
+        try:
+            r = client.get(f"/fhir/Patient/{pid}", headers=src)
+            assert r.status_code == 500
+            assert pid not in r.text
+            r = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=src)
+            assert r.status_code == 500
+        finally:
+            with transaction(engine) as conn:
+                conn.execute(text("ALTER TABLE audit_patient_off RENAME TO audit_patient"))
+        r = client.get("/fhir/Patient", params={"_summary": "count"}, headers=src)
+        assert r.json()["total"] == 1
+        with engine.connect() as conn:
+            assert service.verify(conn, settings).ok
+    engine.dispose()

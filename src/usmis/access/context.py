@@ -50,7 +50,8 @@ def hour_key(now: datetime) -> str:
 @dataclass
 class _State:
     blocked: bool = False
-    usage: set[str] = field(default_factory=set)
+    counted: int = 0  # distinct patients touched this hour (guarded roles)
+    used: set[str] = field(default_factory=set)  # of those, the ones this request knows
     own_patients: frozenset[str] = frozenset()
 
 
@@ -80,7 +81,8 @@ class RequestAccess:
         self._conn: Connection | None = None
         self._own: Connection | None = None
         self._state: _State | None = None
-        self._facts: dict[str, Facts] = {}
+        self._facts: dict[str, repo.PatientLookup] = {}
+        self._emergency: set[str] = set()  # patients reached only through a grant
         self._pending_audit: list[AuditRecord] = []
         self._pending_usage: set[str] = set()
         self._pending_block: str | None = None
@@ -101,18 +103,23 @@ class RequestAccess:
     def authorize(self, action: str, resource_type: str, row: RowLike | None = None) -> None:
         if not self.settings.policy_enabled:
             return
+        if row is None:
+            decision = decide_type(self.principal, action, resource_type)
+        else:
+            # The row's facts first: for a guarded role their lookup also brings the
+            # guard's state, so a read needs one round trip for both.
+            facts = self._facts_for(row)
         state = self._load_state()
         if state.blocked:
             self._deny(action, resource_type, row,
                        Decision(False, "blocked", "this account is blocked by the "
                                 "exfiltration guard; an auditor must review it"))
-        if row is None:
-            decision = decide_type(self.principal, action, resource_type)
-        else:
-            decision = decide_row(self.principal, action, resource_type, row,
-                                  self._facts_for(row, action))
+        if row is not None:
+            decision = decide_row(self.principal, action, resource_type, row, facts)
             if row.patient_id and action in READ_ACTIONS:
                 self._touch([row.patient_id], action, resource_type)
+            if decision.emergency and row.patient_id:
+                self._emergency.add(row.patient_id)
         if not decision.allowed:
             self._deny(action, resource_type, row, decision)
 
@@ -146,7 +153,7 @@ class RequestAccess:
                 for r in rows:
                     written = _Row(r.patient_id, r.source_id, r.author_org, r.sensitivity)
                     d = decide_row(self.principal, action, resource_type or r.resource_type,
-                                   written, self._facts_for(written, action, write=True))
+                                   written, self._facts_for(written))
                     if not d.allowed:
                         self._deny(action, resource_type, written, d)
             elif action in READ_ACTIONS:
@@ -166,8 +173,7 @@ class RequestAccess:
             return
         from usmis.audit import service as audit
 
-        emergency = any(self._facts.get(p, _NO_FACTS).emergency and
-                        not self._facts.get(p, _NO_FACTS).in_care for p in patients)
+        emergency = any(p in self._emergency for p in patients)
         entities = tuple(f"{r.resource_type}/{r.id}" for r in rows[:1000])
         detail: dict[str, Any] = {}
         if len(rows) > len(entities):
@@ -200,9 +206,9 @@ class RequestAccess:
         known: set[str] = set()
         missing: list[str] = []
         for p in patients:
-            facts = self._facts.get(p)
-            if facts is not None:
-                known |= facts.persons
+            found = self._facts.get(p)
+            if found is not None:
+                known |= found.persons
             else:
                 missing.append(p)
         if missing:
@@ -259,60 +265,85 @@ class RequestAccess:
         p = self.principal
         state = _State()
         if p.role in GUARDED_ROLES:
-            # Only guarded roles are ever blocked; one round trip for block + usage.
-            state.blocked, state.usage = repo.guard_state(conn, p.subject, hour_key(self.now))
+            # Only guarded roles are ever blocked; one round trip for block + usage count.
+            state.blocked, state.counted = repo.guard_state(conn, p.subject, hour_key(self.now))
         if p.role is Role.PATIENT and p.patient_id:
             state.own_patients = frozenset(repo.linked_patient_ids(conn, [p.patient_id]))
-        if self._own is not None and self._conn is None:
-            # End the lookup connection's read transaction so it holds no snapshot.
-            self._own.rollback()
+        self._end_lookup()
         self._state = state
         return state
 
-    def _facts_for(self, row: RowLike, action: str, *, write: bool = False) -> Facts:
+    def _end_lookup(self) -> None:
+        if self._own is not None and self._conn is None:
+            # End the lookup connection's read transaction so it holds no snapshot.
+            self._own.rollback()
+
+    def _facts_for(self, row: RowLike) -> Facts:
         p = self.principal
-        state = self._load_state()
         if p.role is Role.PATIENT:
-            return Facts(own_patients=state.own_patients)
-        if p.role not in (Role.CLINICIAN, Role.INVESTIGATOR) or row.patient_id is None:
+            return Facts(own_patients=self._load_state().own_patients)
+        if row.patient_id is None:
             return _NO_FACTS
-        write = write or action in WRITE_ACTIONS
-        if not write and p.role is Role.CLINICIAN and row.author_org == p.organization_id:
-            return _NO_FACTS  # the authoring organization: no lookup needed
-        cached = self._facts.get(row.patient_id)
+        found = self._patient(row.patient_id)
+        if found is None:
+            return _NO_FACTS
+        return Facts(in_care=found.in_care, emergency=found.emergency,
+                     denied_categories=found.denied_categories,
+                     denied_orgs=found.denied_orgs, persons=found.persons)
+
+    def _patient(self, patient_id: str) -> repo.PatientLookup | None:
+        """The facts about a patient this principal's decisions and audit need (one round
+        trip per patient per request; cached).  None for roles that need none here."""
+        cached = self._facts.get(patient_id)
         if cached is not None:
             return cached
-        rows = repo.patient_facts(
+        p = self.principal
+        guarded = p.role in GUARDED_ROLES
+        if not guarded and p.role is not Role.INVESTIGATOR:
+            return None
+        # The guard's block and count ride along until the request knows them.
+        guard_hour = hour_key(self.now) if guarded else None
+        found = repo.patient_facts(
             self._lookup(),
-            row.patient_id,
+            patient_id,
             org=p.organization_id,
             subject=p.subject,
             now=self.now,
             encounter_days=self.settings.care_encounter_days,
-            want_care=p.role is Role.CLINICIAN,
+            care=p.role is Role.CLINICIAN,
+            consent=p.role in (Role.CLINICIAN, Role.INVESTIGATOR),
+            guard_hour=guard_hour,
         )
-        facts = Facts(
-            in_care=("care", "") in rows,
-            emergency=("grant", "") in rows,
-            denied_categories=frozenset(v for k, v in rows if k == "deny-category"),
-            denied_orgs=frozenset(v for k, v in rows if k == "deny-org"),
-            persons=frozenset(v for k, v in rows if k == "person"),
-        )
-        self._facts[row.patient_id] = facts
-        return facts
+        self._end_lookup()
+        self._facts[patient_id] = found
+        if found.guard is not None:
+            if self._state is None:
+                self._state = _State(blocked=found.guard[0], counted=found.guard[1])
+            elif found.guard[0]:
+                self._state.blocked = True
+            if found.used:
+                self._state.used.add(patient_id)
+        return found
 
     def _touch(self, patients: list[str], action: str, resource_type: str | None) -> None:
         """Count distinct patients read this hour; past the limit, block and alert."""
         if self.principal.role not in GUARDED_ROLES or not patients:
             return
         state = self._load_state()
-        new = [p for p in patients if p not in state.usage]
+        unknown = [p for p in patients if p not in state.used and p not in self._facts]
+        if unknown:
+            # Rows that were not decided one by one (history, $everything, export).
+            state.used |= repo.used_patients(self._lookup(), self.principal.subject,
+                                             hour_key(self.now), unknown)
+            self._end_lookup()
+        new = [p for p in patients if p not in state.used]
         if not new:
             return
-        state.usage.update(new)
+        state.used.update(new)
+        state.counted += len(new)
         self._pending_usage.update(new)
         limit = self.settings.exfil_patients_per_hour
-        if len(state.usage) > limit:
+        if state.counted > limit:
             self._trip("distinct-patients",
                        f"more than {limit} distinct patients within one hour", action,
                        resource_type)

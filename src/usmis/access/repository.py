@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
+    Boolean,
     ColumnElement,
     Connection,
+    DateTime,
     FromClause,
     RowMapping,
     Select,
@@ -17,17 +22,23 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    cast,
     exists,
     func,
+    literal,
     or_,
     select,
     union,
+    union_all,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from usmis.access import tables as t
 from usmis.access.model import Principal, Role
 from usmis.access.policy import AUDITOR_TYPES, FINANCIAL_TYPES, IDENTITY_TYPES
+from usmis.kit.db import FastStatement
 
 
 def insert_user(conn: Connection, values: Mapping[str, Any]) -> None:
@@ -153,8 +164,9 @@ def person_keys(conn: Connection, patient_ids: list[str]) -> list[str]:
 
 
 # --- care relationships ------------------------------------------------------------
-def care_valid(now: datetime, encounter_days: int) -> ColumnElement[bool]:
-    c = t.care_link.c
+def care_valid(now: datetime, encounter_days: int, table: FromClause | None = None
+               ) -> ColumnElement[bool]:
+    c = (t.care_link if table is None else table).c
     recent = now - timedelta(days=encounter_days)
     return or_(
         and_(
@@ -167,37 +179,7 @@ def care_valid(now: datetime, encounter_days: int) -> ColumnElement[bool]:
     )
 
 
-def care_patients(org: str, now: datetime, encounter_days: int) -> Select[Any]:
-    return select(t.care_link.c.patient_id).where(
-        t.care_link.c.organization_id == org, care_valid(now, encounter_days)
-    )
-
-
-def in_care(
-    conn: Connection, org: str, patient_ids: list[str], now: datetime, encounter_days: int
-) -> bool:
-    row = conn.execute(
-        select(t.care_link.c.id)
-        .where(
-            t.care_link.c.organization_id == org,
-            t.care_link.c.patient_id.in_(patient_ids),
-            care_valid(now, encounter_days),
-        )
-        .limit(1)
-    ).first()
-    return row is not None
-
-
 # --- emergency (break-the-glass) grants --------------------------------------------
-def grant_patients(subject: str, now: datetime) -> Select[Any]:
-    g = t.emergency_grant.c
-    return select(g.patient_id).where(g.subject == subject, g.expires_at > now)
-
-
-def active_grant_patient_ids(conn: Connection, subject: str, now: datetime) -> list[str]:
-    return list(conn.execute(grant_patients(subject, now)).scalars())
-
-
 def insert_grant(conn: Connection, values: Mapping[str, Any]) -> None:
     conn.execute(t.emergency_grant.insert().values(**values))
 
@@ -233,31 +215,45 @@ def review_grant(
 
 # --- consent -------------------------------------------------------------------------
 # --- the exfiltration guard -----------------------------------------------------------
-def usage_patients(conn: Connection, subject: str, hour: str) -> set[str]:
-    u = t.usage.c
-    return set(conn.execute(select(u.patient_id).where(u.subject == subject, u.hour == hour))
-               .scalars())
+def _guard_parts(subject: Any, hour: Any) -> list[Select[Any, Any]]:
+    """('blocked', '') when the subject is blocked; ('count', n): distinct patients it
+    touched this hour."""
+    b, u = t.block.c, t.usage.c
+    return [
+        select(literal("blocked", String), literal("", String)).where(
+            exists().where(b.subject == subject, b.cleared_at.is_(None))),
+        select(literal("count", String), cast(func.count(), String)).where(
+            u.subject == subject, u.hour == hour),
+    ]
 
 
 @cache
-def _guard_statement() -> Any:
-    from sqlalchemy import literal, union_all
-
-    b, u = t.block.c, t.usage.c
-    return union_all(
-        select(literal("b", String), b.subject).where(
-            b.subject == bindparam("subject"), b.cleared_at.is_(None)
-        ),
-        select(literal("u", String), u.patient_id).where(
-            u.subject == bindparam("subject"), u.hour == bindparam("hour")
-        ),
-    )
+def _guard_statement() -> FastStatement:
+    return FastStatement(union_all(*_guard_parts(bindparam("subject", type_=String),
+                                                 bindparam("hour", type_=String))))
 
 
-def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, set[str]]:
-    """(blocked?, patients touched this hour) in one round trip."""
-    rows = conn.execute(_guard_statement(), {"subject": subject, "hour": hour}).all()
-    return any(k == "b" for k, _ in rows), {v for k, v in rows if k == "u"}
+def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, int]:
+    """(blocked?, distinct patients touched this hour) in one round trip."""
+    return _guard_of(_guard_statement().run(conn, {"subject": subject, "hour": hour}))
+
+
+def _guard_of(rows: Any) -> tuple[bool, int]:
+    blocked, count = False, 0
+    for kind, value in rows:
+        if kind == "blocked":
+            blocked = True
+        elif kind == "count":
+            count = int(value)
+    return blocked, count
+
+
+def used_patients(conn: Connection, subject: str, hour: str, patient_ids: list[str]
+                  ) -> set[str]:
+    """Which of ``patient_ids`` the subject already touched this hour."""
+    u = t.usage.c
+    return set(conn.execute(select(u.patient_id).where(
+        u.subject == subject, u.hour == hour, u.patient_id.in_(patient_ids))).scalars())
 
 
 def add_usage(conn: Connection, subject: str, hour: str, patient_ids: list[str]) -> None:
@@ -366,91 +362,174 @@ def _role_predicate(
         return or_(no_patient, c.resource_type.in_(sorted(IDENTITY_TYPES)))
     if role is Role.AUDITOR:
         return or_(no_patient, c.resource_type.in_(sorted(AUDITOR_TYPES)))
-    consent_ok = _consent_ok(c, principal.organization_id, categories)
-    if role is Role.INVESTIGATOR:
-        return or_(no_patient, and_(c.resource_type.in_(sorted(FINANCIAL_TYPES)), consent_ok))
-    org = principal.organization_id or "-"
-    reachable = linked(
-        union(
-            care_patients(org, now, encounter_days),
-            grant_patients(principal.subject, now),
-        ).subquery().select()
-    )
-    return or_(
-        no_patient,
-        c.author_org == org,
-        and_(c.patient_id.in_(reachable), consent_ok),
-    )
-
-
-def _consent_denies(c: Any, org: str | None) -> ColumnElement[bool]:
-    """A consent of the row's person hides the row from ``org`` (correlated, indexed).
-
-    Checked per candidate row rather than as a set: denials are rare, and the lookups are
-    index probes (consent_rule.patient_id; mpi_link by patient and by person).
-    """
-    r = t.consent_rule.alias("cr")
-    applies = or_(
-        and_(r.c.kind == "deny-category", r.c.value == c.sensitivity),
-        and_(r.c.kind == "deny-org", r.c.value == (org or "-")),
-    )
-    direct = exists().where(r.c.patient_id == c.patient_id, applies)
-    link = _mpi_link()
-    if link is None:
-        return direct
-    r2 = t.consent_rule.alias("cr2")
-    lr, lt = link.alias("lr"), link.alias("lt")
-    applies2 = or_(
-        and_(r2.c.kind == "deny-category", r2.c.value == c.sensitivity),
-        and_(r2.c.kind == "deny-org", r2.c.value == (org or "-")),
-    )
-    via_person = exists().where(
-        lt.c.patient_id == c.patient_id,
-        lr.c.person_key == lt.c.person_key,
-        r2.c.patient_id == lr.c.patient_id,
-        applies2,
-    )
-    return or_(direct, via_person)
-
-
-def _consent_ok(c: Any, org: str | None, categories: tuple[str, ...]) -> ColumnElement[bool]:
     del categories  # any category present in a denial counts (the table is configurable)
-    return ~_consent_denies(c, org)
+    org = principal.organization_id or "-"
+    linked_ok = _mpi_link() is not None
+    if role is Role.INVESTIGATOR:
+        consent_ok = (_ConsentAllowsLinked if linked_ok else _ConsentAllows)(
+            c.patient_id, c.sensitivity, _text(org))
+        return or_(no_patient, and_(c.resource_type.in_(sorted(FINANCIAL_TYPES)), consent_ok))
+    recent = now - timedelta(days=encounter_days)
+    return (_ClinicianSeesLinked if linked_ok else _ClinicianSees)(
+        c.patient_id, c.author_org, c.sensitivity, _text(org), _text(principal.subject),
+        _instant(now), _instant(recent))
+
+
+# The clinician's rule as one SQL template.  As a Core tree it was ~150 nodes, and
+# SQLAlchemy walks the whole tree for the cache key of every search statement that embeds
+# it (~0.25 ms a search); as a function-like element its key is the class and its few
+# arguments (the row's columns, the bound values).  Every lookup is a correlated index
+# probe (care_link by organization + patient, grants by subject + patient, consent rules
+# by patient, mpi_link by patient and by person), so a search costs what it examines,
+# never the size of an organization's list.
+def _care(pid: str, a: str) -> str:
+    return (
+        f"EXISTS (SELECT 1 FROM access_care_link {a} WHERE {a}.organization_id = {{org}} "
+        f"AND {a}.patient_id = {pid} AND ("
+        f"({a}.kind = 'attachment' AND ({a}.start IS NULL OR {a}.start <= {{now}}) "
+        f"AND ({a}.\"end\" IS NULL OR {a}.\"end\" >= {{now}})) "
+        f"OR ({a}.kind = 'encounter' AND COALESCE({a}.\"end\", {a}.start) >= {{recent}}) "
+        f"OR ({a}.kind = 'referral' AND ({a}.\"end\" IS NULL OR {a}.\"end\" >= {{now}}))))"
+    )
+
+
+def _grant(pid: str, a: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM access_emergency_grant {a} WHERE {a}.subject = {{subject}} "
+            f"AND {a}.patient_id = {pid} AND {a}.expires_at > {{now}})")
+
+
+def _denies(a: str) -> str:
+    return (f"(({a}.kind = 'deny-category' AND {a}.value = {{sens}}) "
+            f"OR ({a}.kind = 'deny-org' AND {a}.value = {{org}}))")
+
+
+_REACH = f"{_care('{pid}', 'acc_c')} OR {_grant('{pid}', 'acc_g')}"
+_REACH_LINKED = (
+    f"{_REACH} OR EXISTS (SELECT 1 FROM mpi_link acc_lt JOIN mpi_link acc_lr "
+    "ON acc_lr.person_key = acc_lt.person_key WHERE acc_lt.patient_id = {pid} "
+    "AND acc_lr.patient_id <> acc_lt.patient_id AND "
+    f"({_care('acc_lr.patient_id', 'acc_c2')} OR {_grant('acc_lr.patient_id', 'acc_g2')}))"
+)
+_DENIED = (f"EXISTS (SELECT 1 FROM access_consent_rule acc_r WHERE acc_r.patient_id = {{pid}} "
+           f"AND {_denies('acc_r')})")
+_DENIED_LINKED = (
+    f"{_DENIED} OR EXISTS (SELECT 1 FROM mpi_link acc_ct JOIN mpi_link acc_cr "
+    "ON acc_cr.person_key = acc_ct.person_key JOIN access_consent_rule acc_r2 "
+    "ON acc_r2.patient_id = acc_cr.patient_id WHERE acc_ct.patient_id = {pid} "
+    f"AND acc_cr.patient_id <> acc_ct.patient_id AND {_denies('acc_r2')})"
+)
+
+
+class _PolicySql(FunctionElement[bool]):
+    """A fixed SQL template over its arguments (named by ``slots``, in order)."""
+
+    inherit_cache = True
+    type = Boolean()
+    template = ""
+    slots: tuple[str, ...] = ()
+
+
+class _ConsentAllows(_PolicySql):
+    inherit_cache = True
+    slots = ("pid", "sens", "org")
+    template = f"NOT ({_DENIED})"
+
+
+class _ConsentAllowsLinked(_ConsentAllows):
+    inherit_cache = True
+    template = f"NOT ({_DENIED_LINKED})"
+
+
+class _ClinicianSees(_PolicySql):
+    """Not patient data; or authored by the organization; or (care or emergency) and no
+    consent denial — mirror of ``policy.decide_row`` for clinicians."""
+
+    inherit_cache = True
+    slots = ("pid", "author", "sens", "org", "subject", "now", "recent")
+    template = f"({{pid}} IS NULL OR {{author}} = {{org}} OR (({_REACH}) AND NOT ({_DENIED})))"
+
+
+class _ClinicianSeesLinked(_ClinicianSees):
+    inherit_cache = True
+    template = (f"({{pid}} IS NULL OR {{author}} = {{org}} OR (({_REACH_LINKED}) "
+                f"AND NOT ({_DENIED_LINKED})))")
+
+
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def _render_policy(element: _PolicySql, compiler: Any, **kw: Any) -> str:
+    args = dict(zip(element.slots, element.clauses, strict=True))
+    # Render each occurrence in text order (positional parameter styles need that order).
+    parts = _SLOT.split(element.template)
+    for i in range(1, len(parts), 2):
+        parts[i] = compiler.process(args[parts[i]], **kw)
+    return "".join(parts)
+
+
+for _cls in (_ConsentAllows, _ConsentAllowsLinked, _ClinicianSees, _ClinicianSeesLinked):
+    compiles(_cls)(_render_policy)
+
+
+def _text(value: str) -> BindParameter[str]:
+    return bindparam(None, value, type_=String)
+
+
+def _instant(value: datetime) -> BindParameter[datetime]:
+    return bindparam(None, value, type_=DateTime(timezone=True))
+
+
+@dataclass(frozen=True, slots=True)
+class PatientLookup:
+    """What one round trip found about a patient's person for one principal."""
+
+    in_care: bool = False
+    emergency: bool = False
+    denied_categories: frozenset[str] = frozenset()
+    denied_orgs: frozenset[str] = frozenset()
+    persons: frozenset[str] = frozenset()
+    guard: tuple[bool, int] | None = None  # (blocked, count this hour) when asked
+    used: bool = False  # the subject already touched this patient this hour
 
 
 @cache
-def _facts_statement(with_care: bool) -> Any:
-    """The facts lookup, built once with bind parameters (it runs per patient per request)."""
-    from sqlalchemy import literal, union_all
-
+def _facts_statement(care: bool, consent: bool, guard: bool) -> FastStatement:
+    """The per-patient lookup, built once per shape with bind parameters: consent
+    provisions and emergency grants of the person (all linked Patients), the care
+    relationship, the person keys, and the exfiltration guard's state — one statement."""
     people = linked(select(bindparam("pid", type_=String)))
-    r, g, cl = t.consent_rule.c, t.emergency_grant.c, t.care_link.c
-    parts: list[Select[Any, Any]] = [
-        select(r.kind, r.value).where(r.patient_id.in_(people)),
-        select(literal("grant", String), literal("", String)).where(
-            exists().where(g.subject == bindparam("subject"),
-                           g.expires_at > bindparam("now"), g.patient_id.in_(people))
-        ),
-    ]
+    parts: list[Select[Any, Any]] = []
     link = _mpi_link()
     if link is not None:
         parts.append(select(literal("person", String), link.c.person_key).where(
             link.c.patient_id == bindparam("pid")))
-    if with_care:
-        c = t.care_link.c
+    if consent:
+        r = t.consent_rule.c
+        parts.append(select(r.kind, r.value).where(r.patient_id.in_(people)))
+    if care:
+        g, cl = t.emergency_grant.c, t.care_link.c
+        parts.append(select(literal("grant", String), literal("", String)).where(
+            exists().where(g.subject == bindparam("subject"),
+                           g.expires_at > bindparam("now"), g.patient_id.in_(people))))
         valid = or_(
-            and_(c.kind == "attachment", or_(c.start.is_(None), c.start <= bindparam("now")),
-                 or_(c.end.is_(None), c.end >= bindparam("now"))),
-            and_(c.kind == "encounter", func.coalesce(c.end, c.start) >= bindparam("recent")),
-            and_(c.kind == "referral", or_(c.end.is_(None), c.end >= bindparam("now"))),
+            and_(cl.kind == "attachment", or_(cl.start.is_(None), cl.start <= bindparam("now")),
+                 or_(cl.end.is_(None), cl.end >= bindparam("now"))),
+            and_(cl.kind == "encounter", func.coalesce(cl.end, cl.start) >= bindparam("recent")),
+            and_(cl.kind == "referral", or_(cl.end.is_(None), cl.end >= bindparam("now"))),
         )
-        parts.append(
-            select(literal("care", String), literal("", String)).where(
-                exists().where(cl.organization_id == bindparam("org"),
-                               cl.patient_id.in_(people), valid)
-            )
-        )
-    return union_all(*parts)
+        parts.append(select(literal("care", String), literal("", String)).where(
+            exists().where(cl.organization_id == bindparam("org"),
+                           cl.patient_id.in_(people), valid)))
+    if guard:
+        u = t.usage.c
+        subject, hour = bindparam("subject", type_=String), bindparam("hour", type_=String)
+        parts += _guard_parts(subject, hour)
+        parts.append(select(literal("used", String), literal("", String)).where(
+            exists().where(u.subject == subject, u.hour == hour,
+                           u.patient_id == bindparam("pid"))))
+    if not parts:
+        parts.append(select(literal("none", String), literal("", String)))
+    return FastStatement(union_all(*parts))
 
 
 def patient_facts(
@@ -461,17 +540,50 @@ def patient_facts(
     subject: str,
     now: datetime,
     encounter_days: int,
-    want_care: bool,
-) -> list[tuple[str, str]]:
-    """One round trip: ('care', ''), ('grant', ''), ('person', key) and (consent kind,
-    value) rows for the person of ``patient_id`` (all linked Patients)."""
-    with_care = bool(want_care and org)
-    params: dict[str, Any] = {"pid": patient_id, "subject": subject, "now": now}
-    if with_care:
+    care: bool,
+    consent: bool,
+    guard_hour: str | None,
+) -> PatientLookup:
+    """One round trip: what the policy and the audit entry need about ``patient_id``
+    (care and grants only if ``care``; consent only if ``consent``; the guard's state for
+    ``guard_hour`` if given)."""
+    care = bool(care and org)
+    params: dict[str, Any] = {"pid": patient_id}
+    if care or guard_hour is not None:
+        params["subject"] = subject
+    if care:
+        params["now"] = now
         params["org"] = org
         params["recent"] = now - timedelta(days=encounter_days)
-    rows = conn.execute(_facts_statement(with_care), params).all()
-    return [(str(a), str(b)) for a, b in rows]
+    if guard_hour is not None:
+        params["hour"] = guard_hour
+    rows = _facts_statement(care, consent, guard_hour is not None).run(conn, params)
+    cats: set[str] = set()
+    orgs: set[str] = set()
+    persons: set[str] = set()
+    in_care = emergency = used = False
+    for kind, value in rows:
+        if kind == "person":
+            persons.add(value)
+        elif kind == "deny-category":
+            cats.add(value)
+        elif kind == "deny-org":
+            orgs.add(value)
+        elif kind == "care":
+            in_care = True
+        elif kind == "grant":
+            emergency = True
+        elif kind == "used":
+            used = True
+    return PatientLookup(
+        in_care=in_care,
+        emergency=emergency,
+        denied_categories=frozenset(cats),
+        denied_orgs=frozenset(orgs),
+        persons=frozenset(persons),
+        guard=_guard_of(rows) if guard_hour is not None else None,
+        used=used,
+    )
 
 
 def patient_exists(conn: Connection, patient_id: str) -> bool:

@@ -39,9 +39,13 @@ _CACHE: dict[str, AuditKeys] = {}
 
 
 def load(settings: Settings) -> AuditKeys:
+    cached = _CACHE.get(str(settings.data_dir))  # every append: no filesystem call
+    if cached is not None:
+        return cached
     path = settings.data_dir / FILE_NAME
     cached = _CACHE.get(str(path.resolve()))
     if cached is not None:
+        _CACHE[str(settings.data_dir)] = cached
         return cached
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -64,7 +68,7 @@ def load(settings: Settings) -> AuditKeys:
         signing, kid = priv, k["kid"]
     assert signing is not None
     keys = AuditKeys(base64.b64decode(doc["chain_key"]), kid, signing, public)
-    _CACHE[str(path.resolve())] = keys
+    _CACHE[str(path.resolve())] = _CACHE[str(settings.data_dir)] = keys
     return keys
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, bindparam, func, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, select, text, update
 
 from usmis.audit import tables as t
 from usmis.audit.model import CONTENT_FIELDS, StoredCheckpoint, StoredEntry
+from usmis.kit.db import FastStatement
 
 # Built once: appends run on every request, statement construction is not free.
 _ADVANCE = (
@@ -17,15 +18,7 @@ _ADVANCE = (
     .values(seq=t.head.c.seq + 1)
     .returning(t.head.c.seq, t.head.c.hash)
 )
-_CAS_HEAD = (
-    update(t.head)
-    .where(t.head.c.id == 1, t.head.c.hash == bindparam("prev"))
-    .values(seq=t.head.c.seq + 1, hash=bindparam("new"))
-    .returning(t.head.c.seq)
-)
 _SET_HASH = update(t.head).where(t.head.c.id == 1).values(hash=bindparam("h"))
-_INSERT_ENTRY = t.entry.insert()
-_INSERT_PATIENT = t.patient.insert()
 
 
 def advance_head(conn: Connection) -> tuple[int, str]:
@@ -38,13 +31,6 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def swap_head(conn: Connection, prev: str, new: str) -> int | None:
-    """Compare-and-swap the head from ``prev`` to ``new`` in one statement; its new seq, or
-    None when the head has moved on (another process appended)."""
-    row = conn.execute(_CAS_HEAD, {"prev": prev, "new": new}).first()
-    return int(row[0]) if row is not None else None
-
-
 def set_head_hash(conn: Connection, hash_: str) -> None:
     conn.execute(_SET_HASH, {"h": hash_})
 
@@ -54,10 +40,71 @@ def get_head(conn: Connection) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-def insert_entry(conn: Connection, values: dict[str, Any], patients: list[str]) -> None:
-    conn.execute(_INSERT_ENTRY, values)
+_ENTRY_COLUMNS = (*CONTENT_FIELDS, "prev_hash", "hash")
+_COLS = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
+_VALS = ", ".join(f":{c}" for c in _ENTRY_COLUMNS)
+
+
+def _pg_append(head: str) -> FastStatement:
+    """PostgreSQL: move the head, insert the entry and its patient index in ONE statement
+    (data-modifying CTEs), so an append costs one round trip."""
+    return FastStatement(text(
+        f"WITH h AS ({head}), "
+        f"e AS (INSERT INTO audit_entry (seq, {_COLS}) SELECT h.seq, {_VALS} FROM h "
+        "RETURNING seq), "
+        "p AS (INSERT INTO audit_patient (seq, patient_id) "
+        "SELECT e.seq, x FROM e CROSS JOIN unnest(CAST(:patient_index AS VARCHAR[])) AS x) "
+        "SELECT seq FROM e"
+    ))
+
+
+# Compare-and-swap: only if the head is still ``prev_hash`` (no row: it moved on).
+_PG_SWAP_APPEND = _pg_append(
+    "UPDATE audit_head SET seq = seq + 1, hash = :hash WHERE id = 1 AND hash = :prev_hash "
+    "RETURNING seq"
+)
+# After advance_head took the row: its seq is already ours, set the hash.
+_PG_LOCKED_APPEND = _pg_append("UPDATE audit_head SET hash = :hash WHERE id = 1 RETURNING seq")
+# SQLite (no writable CTEs; statements are in-process calls, not round trips).
+_SWAP = FastStatement(text(
+    "UPDATE audit_head SET seq = seq + 1, hash = :hash WHERE id = 1 AND hash = :prev_hash "
+    "RETURNING seq"))
+_ENTRY = FastStatement(text(f"INSERT INTO audit_entry (seq, {_COLS}) VALUES (:seq, {_VALS})"))
+_PATIENTS = FastStatement(text(
+    "INSERT INTO audit_patient (seq, patient_id) SELECT :seq, value FROM json_each(:patients)"))
+
+
+def swap_append(conn: Connection, values: dict[str, Any], patients: list[str]) -> int | None:
+    """Append if the head is still ``values["prev_hash"]``: the entry's seq, or None when
+    another writer moved the head (then nothing was written)."""
+    if conn.dialect.name == "postgresql":
+        rows = _PG_SWAP_APPEND.run(conn, {**values, "patient_index": patients})
+        return int(rows[0][0]) if rows else None
+    rows = _SWAP.run(conn, {"hash": values["hash"], "prev_hash": values["prev_hash"]})
+    if not rows:
+        return None
+    seq = int(rows[0][0])
+    _insert_sqlite(conn, seq, values, patients)
+    return seq
+
+
+def locked_append(conn: Connection, seq: int, values: dict[str, Any], patients: list[str]
+                  ) -> None:
+    """Append entry ``seq`` after :func:`advance_head` gave it (the head row is ours)."""
+    if conn.dialect.name == "postgresql":
+        if not _PG_LOCKED_APPEND.run(conn, {**values, "patient_index": patients}):
+            raise RuntimeError("the audit chain head disappeared")
+        return
+    set_head_hash(conn, values["hash"])
+    _insert_sqlite(conn, seq, values, patients)
+
+
+def _insert_sqlite(conn: Connection, seq: int, values: dict[str, Any], patients: list[str]
+                   ) -> None:
+    _ENTRY.run(conn, {**values, "seq": seq})
     if patients:
-        conn.execute(_INSERT_PATIENT, [{"seq": values["seq"], "patient_id": p} for p in patients])
+        # The content's "patients" is the same sorted list as JSON.
+        _PATIENTS.run(conn, {"seq": seq, "patients": values["patients"]})
 
 
 def insert_checkpoint(conn: Connection, values: dict[str, Any]) -> None:

@@ -9,11 +9,12 @@ thing before commit to keep the serialised section short.
 from __future__ import annotations
 
 import json
+import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from usmis.audit import keys as audit_keys
 from usmis.audit import repository as repo
@@ -40,30 +41,28 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# The last head this process wrote, per database: usually still the head at the next
-# append, which then needs one compare-and-swap statement instead of two.  A wrong guess
-# (another process appended, or our transaction rolled back) just falls back.
-_LAST_HEAD: dict[str, str] = {}
+# The last head this process wrote, per engine: usually still the head at the next
+# append, which then is one compare-and-swap statement (with the entry, on PostgreSQL).
+# A wrong guess (another process appended, or our transaction rolled back) writes nothing
+# and falls back to taking the head row.
+_LAST_HEAD: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def append(conn: Connection, settings: Settings, record: AuditRecord) -> int:
     """Append one entry to the chain (same transaction as the caller's work); its seq."""
     keys = audit_keys.load(settings)
     content = content_of(record, now_iso())
-    db = str(conn.engine.url)
-    guess = _LAST_HEAD.get(db)
+    patients = sorted(set(record.patients))
+    guess = _LAST_HEAD.get(conn.engine)
     seq: int | None = None
     if guess is not None:
-        prev = guess
-        digest = chain_hash(keys.chain_key, prev, content)
-        seq = repo.swap_head(conn, prev, digest)
+        digest = chain_hash(keys.chain_key, guess, content)
+        seq = repo.swap_append(conn, {**content, "prev_hash": guess, "hash": digest}, patients)
     if seq is None:
         seq, prev = repo.advance_head(conn)
         digest = chain_hash(keys.chain_key, prev, content)
-        repo.set_head_hash(conn, digest)
-    patients = sorted(set(record.patients))
-    repo.insert_entry(conn, {"seq": seq, **content, "prev_hash": prev, "hash": digest}, patients)
-    _LAST_HEAD[db] = digest
+        repo.locked_append(conn, seq, {**content, "prev_hash": prev, "hash": digest}, patients)
+    _LAST_HEAD[conn.engine] = digest
     every = settings.audit_checkpoint_every
     if every > 0 and seq % every == 0:
         _checkpoint(conn, settings, seq, digest)

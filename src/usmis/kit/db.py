@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,9 @@ class FastStatement:
 
     def __init__(self, statement: Any) -> None:
         self.statement = statement
-        self._plans: dict[tuple[str, str], tuple[str, tuple[str, ...] | None,
-                                                 dict[str, Any], dict[str, Any]]] = {}
+        self._plans: dict[tuple[str, str], tuple[str, Any, dict[str, Any], dict[str, Any]]] = {}
 
-    def _plan(self, dialect: Any) -> tuple[str, tuple[str, ...] | None, dict[str, Any],
-                                           dict[str, Any]]:
+    def _plan(self, dialect: Any) -> tuple[str, Any, dict[str, Any], dict[str, Any]]:
         compiled = self.statement.compile(dialect=dialect)
         fixed: dict[str, Any] = {}
         procs: dict[str, Any] = {}
@@ -148,7 +147,7 @@ class FastStatement:
                 fixed[name] = proc(bind.value) if proc else bind.value
             elif proc is not None:
                 procs[name] = proc
-        order = tuple(compiled.positiontup) if compiled.positional else None
+        order = itemgetter(*compiled.positiontup) if compiled.positional else None
         return compiled.string, order, fixed, procs
 
     def run(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
@@ -162,6 +161,10 @@ class FastStatement:
         values = {**fixed, **params}
         for name, proc in procs.items():
             values[name] = proc(values[name])
-        args: Any = tuple(values[n] for n in order) if order is not None else values
+        args: Any = values
+        if order is not None:
+            args = order(values)
+            if not isinstance(args, tuple):  # itemgetter of one name
+                args = (args,)
         result = conn.exec_driver_sql(sql, args)
         return list(result.all()) if result.returns_rows else []
