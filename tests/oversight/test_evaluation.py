@@ -82,3 +82,15 @@ def test_cli_extract_run_report(nation: Path, settings: Settings) -> None:
     people = (nation / "ground_truth" / "people.csv").read_text(encoding="utf-8").splitlines()
     iins = [line.split(",")[1] for line in people[1:200]]
     assert not any(iin in page for iin in iins)
+
+
+def test_cli_extract_and_run_on_a_fresh_data_folder(nation: Path, tmp_path: Path) -> None:
+    """The first command on a new machine makes the schema (it writes pseudonyms and
+    findings), as `usmis ingest` and `usmis serve` do."""
+    runner = CliRunner()
+    env = {"USMIS_DATA_DIR": str(tmp_path / "fresh"), "USMIS_DATABASE_URL": ""}
+    res = runner.invoke(app, ["oversight", "extract", "--nation", str(nation)], env=env)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["oversight", "run", "--format", "json"], env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["findings"] > 0

@@ -270,6 +270,33 @@ def test_upcoding_flags_outlier_but_shrinks_small_providers(tmp_path: Path) -> N
     assert 0.5 < f["likelihood"] <= 1
 
 
+def test_upcoding_small_upcoder_is_not_left_out_by_a_cut_off(tmp_path: Path) -> None:
+    """A hospital below the peer group's size (15 of 17 cases expensive) is still judged:
+    the prior is fitted to every provider, so a fit over large, alike peers cannot shrink
+    it to nothing, while a small hospital with an ordinary mix stays quiet."""
+    b = ExtractBuilder()
+    _case_groups(b)
+    n = 0
+
+    def cases(provider: str, total: int, expensive: int) -> None:
+        nonlocal n
+        b.org(provider, "hospital")
+        for i in range(total):
+            n += 1
+            hi = i < expensive
+            b.claim(f"{provider}-{n}", f"p{n}", provider, "2025-03-01",
+                    "CG-HI" if hi else "CG-LO", 400_000 if hi else 100_000, kind="stay")
+
+    for i, (total, expensive) in enumerate([(38, 2), (37, 2), (35, 3), (34, 0), (32, 4),
+                                            (31, 2), (30, 6)]):
+        cases(f"H{i}", total, expensive)
+    cases("UP", 17, 15)
+    cases("SMALL", 12, 2)  # 17 %: a small hospital with an ordinary mix
+    cases("TINY", 3, 2)  # two expensive cases of three prove nothing
+    found = run(b, tmp_path, "upcoding")
+    assert [f["provider_id"] for f in found] == ["UP"]
+
+
 def test_volume_spike_against_own_history_and_peers(tmp_path: Path) -> None:
     b = ExtractBuilder()
     b.tariff("VISIT", 1000)

@@ -113,3 +113,82 @@ def test_store_extract_is_pseudonymised_linked_and_incremental(settings: Setting
         dead = run_rule(con, rules["after_death"], date(2025, 12, 31)).findings.to_pylist()
     assert dead[0]["item_ids"] == ["ehr_a|c1", "ehr_a|c3", "ehr_b|c2"]
     engine.dispose()
+
+
+def _org(svc: FhirService, bin_: str, kind: str) -> str:
+    return str(svc.create({
+        "resourceType": "Organization", "name": f"{kind} {bin_}",
+        "identifier": [{"system": "https://usmis.kz/sid/bin", "value": bin_}],
+        "type": [{"coding": [{"system": "https://usmis.kz/cs/org-kind", "code": kind}]}],
+        "address": [{"state": "г. Алматы"}]}).resource["id"])
+
+
+def _bills(res: dict[str, Any], source: str, record: str) -> dict[str, Any]:
+    """The fund's claim names the record it pays for (supportingInfo source-record)."""
+    res["supportingInfo"] = [{"sequence": 1, "category": {"coding": [{"code": "info"}]},
+                              "valueReference": {"identifier": {
+                                  "system": f"https://usmis.kz/source/{source}",
+                                  "value": record}}}]
+    return res
+
+
+def test_lab_claim_takes_the_person_of_the_lab_order_it_bills(settings: Settings) -> None:
+    """A fund claim identifies the insured by IIN alone; when that IIN is unusable the
+    fund's Patient is a person of its own.  A lab claim names the lab's order (the
+    DiagnosticReport), not one of its results (Observations `order-1`, `order-2`), so the
+    order is what gives it the linked person — and only then is the polyclinic billing the
+    same test on the same day visible as a duplicate across systems."""
+    engine = make_engine(settings.resolved_database_url)
+    keys = keyring_for(settings.resolved_key_file)
+    with transaction(engine) as conn:
+        svc = FhirService(conn, keys)
+        poly = _org(svc, "111111111111", "polyclinic")
+        lab = _org(svc, "222222222222", "lab")
+        lab_pt = svc.create(patient("lab_x", "L-1")).resource["id"]
+        ehr_pt = svc.create(patient("ehr_a", "a-1")).resource["id"]
+        fund_pt = svc.create({"resourceType": "Patient", "identifier": [
+            {"system": f"{SRC}/fund/patient", "value": "F-1"}]}).resource["id"]
+        persons = {link_source_patient(conn, settings, p) for p in (lab_pt, ehr_pt, fund_pt)}
+        assert len(persons) == 2  # the fund's record is a person of its own
+        svc.create({
+            "resourceType": "Encounter", "status": "finished",
+            "identifier": [{"system": f"{SRC}/ehr_a/encounter", "value": "E-1"}],
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                      "code": "AMB"},
+            "subject": {"reference": f"Patient/{ehr_pt}"},
+            "serviceProvider": {"reference": f"Organization/{poly}"},
+            "period": {"start": "2025-04-01T09:00:00+05:00", "end": "2025-04-01T09:20:00+05:00"}})
+        results = []
+        for n, loinc in enumerate(("718-7", "6690-2"), 1):
+            obs = svc.create({
+                "resourceType": "Observation", "status": "final",
+                "identifier": [{"system": f"{SRC}/lab_x/observation", "value": f"ORD-1-{n}"}],
+                "category": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+                "subject": {"reference": f"Patient/{lab_pt}"},
+                "effectiveDateTime": "2025-04-01T10:00:00+05:00",
+                "valueQuantity": {"value": 5.0}}).resource["id"]
+            results.append({"reference": f"Observation/{obs}"})
+        svc.create({
+            "resourceType": "DiagnosticReport", "status": "final",
+            "identifier": [{"system": f"{SRC}/lab_x/report", "value": "ORD-1"}],
+            "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+            "subject": {"reference": f"Patient/{lab_pt}"}, "result": results})
+        svc.create(_bills(claim("fund", "C-lab", fund_pt, lab, "2025-04-01", "B03.001", 2100),
+                          "lab_x", "ORD-1"))
+        svc.create(_bills(claim("fund", "C-poly", fund_pt, poly, "2025-04-01", "B03.001", 2100),
+                          "ehr_a", "E-1"))
+
+    build_store_extract(settings, as_of=date(2025, 12, 31))
+    root = extract_dir(settings)
+    claims = pq.read_table(table_parts(root, "claims")[0]).to_pylist()
+    tests = pq.read_table(table_parts(root, "lab_tests")[0]).to_pylist()
+    assert {c["person_key"] for c in claims} == {t["person_key"] for t in tests}
+    (rule,) = load_catalogue(only=["duplicate_billing"])
+    with open_extract(root, threads=1, memory_limit="500MB") as con:
+        dup = run_rule(con, rule, date(2025, 12, 31)).findings.to_pylist()
+    # the performing lab's line is the genuine one; the polyclinic's is at risk
+    assert [(f["item_ids"], f["detail"]) for f in dup] == [(["fund|C-poly"], "across_systems")]
+    engine.dispose()

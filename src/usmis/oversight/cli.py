@@ -20,6 +20,17 @@ def _rule_list(rules: str | None) -> list[str] | None:
     return [r.strip() for r in rules.split(",") if r.strip()] if rules else None
 
 
+def _settings() -> Settings:
+    """Settings with the data folder made and the schema up to date (idempotent): extract
+    and run write pseudonyms, watermarks and findings, also on a fresh data folder."""
+    from usmis.kit.db import upgrade
+
+    s = Settings()
+    s.ensure_data_dir()
+    upgrade(s.resolved_database_url)
+    return s
+
+
 @oversight.command("rules")
 def rules_cmd() -> None:
     """List the rule catalogue."""
@@ -40,8 +51,7 @@ def extract_cmd(
         help="store path: ignore the watermark, extract everything")] = False,
 ) -> None:
     """Write the pseudonymised analytical extract (Parquet)."""
-    s = Settings()
-    s.ensure_data_dir()
+    s = _settings()
     if nation is not None:
         from usmis.oversight.extract.nation import build_nation_extract
         from usmis.oversight.service import extract_dir
@@ -68,7 +78,7 @@ def run_cmd(
     from usmis.oversight.service import run_all
 
     try:
-        summary = run_all(Settings(), extract=extract, rules=_rule_list(rules))
+        summary = run_all(_settings(), extract=extract, rules=_rule_list(rules))
     except (UsmisError, ValueError) as exc:
         typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
         raise typer.Exit(2) from None

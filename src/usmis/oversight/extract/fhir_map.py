@@ -2,8 +2,8 @@
 
 Which FHIR element feeds which extract column is the contract with ingestion's mappers;
 docs/oversight.md has the table (Patient, EpisodeOfCare "attachment", Encounter,
-Condition, MedicationDispense, Observation "laboratory", Practitioner, PractitionerRole,
-Organization, Claim).
+Condition, MedicationDispense, Observation "laboratory", DiagnosticReport (the lab order a
+claim bills), Practitioner, PractitionerRole, Organization, Claim).
 
 Direct identifiers are never copied: only the listed elements are read, birth dates are
 cut to year and month, and people are referred to by the pseudonym the caller supplies.
@@ -319,6 +319,18 @@ def dispense_rows(res: dict[str, Any], person_of: PersonOf,
              or _code(res.get("medicationCodeableConcept")),
              "quantity": (res.get("quantity") or {}).get("value"),
              "days_supply": (res.get("daysSupply") or {}).get("value")}]
+
+
+def report_record(res: dict[str, Any], person_of: PersonOf) -> tuple[str, str | None]:
+    """A lab's DiagnosticReport: its record key (``system|order number``) and its person.
+
+    Fund claims for a lab test name the lab's *order* (the report), while each result is
+    an Observation of its own (``order-1``, ``order-2`` …); the report is what joins the
+    claim to the person the patient index linked on full demographics.  No extract row.
+    """
+    base = _base(res, "report")
+    return (f"{base['source_system']}|{base['source_record_id']}",
+            person_of(_ref_id(res.get("subject"), "Patient")))
 
 
 def observation_rows(res: dict[str, Any], person_of: PersonOf,

@@ -37,8 +37,8 @@ from usmis.oversight.extract.writer import (
 )
 
 TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "EpisodeOfCare",
-         "Encounter", "Condition", "MedicationDispense", "Observation", "Claim",
-         "ChargeItemDefinition", "MedicationKnowledge")
+         "Encounter", "Condition", "MedicationDispense", "Observation", "DiagnosticReport",
+         "Claim", "ChargeItemDefinition", "MedicationKnowledge")
 
 
 def _last_updated(res: dict[str, Any]) -> datetime | None:
@@ -127,6 +127,11 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                         continue  # already in an earlier increment
                     if stamp and (newest is None or stamp > newest):
                         newest = stamp
+                    if rtype == "DiagnosticReport":  # the lab order lab claims bill
+                        record, alias = fm.report_record(res, person_of)
+                        if alias:
+                            record_person.setdefault(record, alias)
+                        continue
                     before = {t: len(r) for t, r in rows.items()}
                     _map(rtype, res, rows, person_of, org_of, prac_of, stamp)
                     if rtype == "Claim":

@@ -1,10 +1,13 @@
 -- upcoding: a provider whose share of expensive case groups is far above its peers'.
 -- Statistical, with shrinkage: each provider's share is estimated by empirical Bayes — a
--- beta prior fitted to all providers billing case groups by the method of moments, updated
--- with the provider's own counts — so a small provider with a few expensive cases is pulled
--- toward the peers and does not fire.  The peer share is the median share of providers with
--- at least $min_cases cases.  It fires when the shrunk share exceeds the peer share by
--- $min_excess and by $z_min posterior standard deviations.
+-- beta prior fitted to every provider billing case groups by the (case-weighted) method of
+-- moments, updated with the provider's own counts — so a small provider with a few
+-- expensive cases is pulled toward the peers and does not fire.  No provider is left out
+-- of the fit or of the scoring for being small: shrinkage, not a cut-off, handles size (a
+-- fit over large providers only sees no spread between providers and shrinks a small
+-- upcoder to nothing).  The peer share is the median share of providers with at least
+-- $min_cases cases.  It fires when the shrunk share exceeds the peer share by $min_excess
+-- and by $z_min posterior standard deviations.
 WITH lines AS (
     SELECT c.provider_id, c.claim_id, c.service_date, c.amount, c.source_system,
            c.source_record_id, c.code, coalesce(t.expensive, false) AS expensive
@@ -18,21 +21,24 @@ WITH lines AS (
     SELECT median(k::DOUBLE / n) FILTER (WHERE n >= $min_cases) AS m,
            sum(k)::DOUBLE / sum(n) AS pooled,
            count(*) FILTER (WHERE n >= $min_cases) AS providers,
-           var_pop(k::DOUBLE / n) FILTER (WHERE n >= $min_cases) AS var_obs,
-           avg(1.0 / n) FILTER (WHERE n >= $min_cases) AS inv_n
+           count(*) AS fitted, sum(n)::DOUBLE AS sn, sum(n * n)::DOUBLE AS sn2
     FROM prov
 ), prior AS (
-    -- method of moments: between-provider variance = observed variance − binomial noise
-    SELECT m, providers, pooled,
-           least(greatest(pooled * (1 - pooled)
-                          / greatest(var_obs - pooled * (1 - pooled) * inv_n, 1e-6) - 1, 2),
+    -- method of moments for the beta-binomial, each provider weighted by its cases:
+    -- between-provider variance = (sum n (share - pooled)^2 - binomial part) / effective n
+    SELECT r.m, r.providers, r.pooled,
+           least(greatest(r.pooled * (1 - r.pooled)
+                          / greatest((sum(p.n * (p.k::DOUBLE / p.n - r.pooled) ^ 2)
+                                      - r.pooled * (1 - r.pooled) * (r.fitted - 1))
+                                     / nullif(r.sn - r.sn2 / r.sn, 0), 1e-6) - 1, 2),
                  1e4) AS ab
-    FROM peer
+    FROM prov p CROSS JOIN peer r
+    GROUP BY r.m, r.providers, r.pooled, r.fitted, r.sn, r.sn2
 ), scored AS (
     SELECT p.*, r.m, r.ab, r.providers,
            (p.k + r.pooled * r.ab) / (p.n + r.ab) AS shrunk
     FROM prov p CROSS JOIN prior r
-    WHERE r.providers >= $min_peers AND p.n >= $min_cases
+    WHERE r.providers >= $min_peers
 ), flagged AS (
     SELECT *, sqrt(shrunk * (1 - shrunk) / (n + ab + 1)) AS sd,
            (shrunk - m) / nullif(sqrt(shrunk * (1 - shrunk) / (n + ab + 1)), 0) AS z,
