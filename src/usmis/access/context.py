@@ -44,7 +44,7 @@ log = get_logger(__name__)
 
 
 def hour_key(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H")
+    return now.isoformat()[:13]  # YYYY-MM-DDTHH (UTC)
 
 
 @dataclass
@@ -78,6 +78,7 @@ class RequestAccess:
         self.settings = settings
         self.engine = engine
         self.now = now or datetime.now(UTC)
+        self.hour = hour_key(self.now)
         self._conn: Connection | None = None
         self._own: Connection | None = None
         self._state: _State | None = None
@@ -156,6 +157,8 @@ class RequestAccess:
                                    written, self._facts_for(written))
                     if not d.allowed:
                         self._deny(action, resource_type, written, d)
+                    if d.emergency and r.patient_id:
+                        self._emergency.add(r.patient_id)
             elif action in READ_ACTIONS:
                 if (
                     action.startswith("search")
@@ -166,7 +169,7 @@ class RequestAccess:
                                resource_type)
                 self._touch(patients, action, resource_type)
             if self._pending_usage:
-                repo.add_usage(conn, self.principal.subject, hour_key(self.now),
+                repo.add_usage(conn, self.principal.subject, self.hour,
                                sorted(self._pending_usage))
                 self._pending_usage.clear()
         if not self.settings.audit_enabled:
@@ -208,7 +211,7 @@ class RequestAccess:
         for p in patients:
             found = self._facts.get(p)
             if found is not None:
-                known |= found.persons
+                known |= found.facts.persons
             else:
                 missing.append(p)
         if missing:
@@ -227,7 +230,7 @@ class RequestAccess:
             with transaction(self.engine) as conn:
                 subject = self.principal.subject
                 if self._pending_usage:
-                    repo.add_usage(conn, subject, hour_key(self.now), sorted(self._pending_usage))
+                    repo.add_usage(conn, subject, self.hour, sorted(self._pending_usage))
                 if self._pending_block:
                     if repo.upsert_block(conn, subject, self._pending_block, self.now):
                         repo.insert_alert(conn, {
@@ -266,7 +269,7 @@ class RequestAccess:
         state = _State()
         if p.role in GUARDED_ROLES:
             # Only guarded roles are ever blocked; one round trip for block + usage count.
-            state.blocked, state.counted = repo.guard_state(conn, p.subject, hour_key(self.now))
+            state.blocked, state.counted = repo.guard_state(conn, p.subject, self.hour)
         if p.role is Role.PATIENT and p.patient_id:
             state.own_patients = frozenset(repo.linked_patient_ids(conn, [p.patient_id]))
         self._end_lookup()
@@ -285,11 +288,7 @@ class RequestAccess:
         if row.patient_id is None:
             return _NO_FACTS
         found = self._patient(row.patient_id)
-        if found is None:
-            return _NO_FACTS
-        return Facts(in_care=found.in_care, emergency=found.emergency,
-                     denied_categories=found.denied_categories,
-                     denied_orgs=found.denied_orgs, persons=found.persons)
+        return _NO_FACTS if found is None else found.facts
 
     def _patient(self, patient_id: str) -> repo.PatientLookup | None:
         """The facts about a patient this principal's decisions and audit need (one round
@@ -302,7 +301,7 @@ class RequestAccess:
         if not guarded and p.role is not Role.INVESTIGATOR:
             return None
         # The guard's block and count ride along until the request knows them.
-        guard_hour = hour_key(self.now) if guarded else None
+        guard_hour = self.hour if guarded else None
         found = repo.patient_facts(
             self._lookup(),
             patient_id,
@@ -334,7 +333,7 @@ class RequestAccess:
         if unknown:
             # Rows that were not decided one by one (history, $everything, export).
             state.used |= repo.used_patients(self._lookup(), self.principal.subject,
-                                             hour_key(self.now), unknown)
+                                             self.hour, unknown)
             self._end_lookup()
         new = [p for p in patients if p not in state.used]
         if not new:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    Boolean,
     ColumnElement,
     Connection,
     DateTime,
@@ -32,12 +30,16 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from usmis.access import tables as t
 from usmis.access.model import Principal, Role
-from usmis.access.policy import AUDITOR_TYPES, FINANCIAL_TYPES, IDENTITY_TYPES
+from usmis.access.policy import AUDITOR_TYPES, FINANCIAL_TYPES, IDENTITY_TYPES, Facts
+from usmis.access.policy_sql import (
+    ClinicianSees,
+    ClinicianSeesLinked,
+    ConsentAllows,
+    ConsentAllowsLinked,
+)
 from usmis.kit.db import FastStatement
 
 
@@ -366,109 +368,13 @@ def _role_predicate(
     org = principal.organization_id or "-"
     linked_ok = _mpi_link() is not None
     if role is Role.INVESTIGATOR:
-        consent_ok = (_ConsentAllowsLinked if linked_ok else _ConsentAllows)(
+        consent_ok = (ConsentAllowsLinked if linked_ok else ConsentAllows)(
             c.patient_id, c.sensitivity, _text(org))
         return or_(no_patient, and_(c.resource_type.in_(sorted(FINANCIAL_TYPES)), consent_ok))
     recent = now - timedelta(days=encounter_days)
-    return (_ClinicianSeesLinked if linked_ok else _ClinicianSees)(
+    return (ClinicianSeesLinked if linked_ok else ClinicianSees)(
         c.patient_id, c.author_org, c.sensitivity, _text(org), _text(principal.subject),
         _instant(now), _instant(recent))
-
-
-# The clinician's rule as one SQL template.  As a Core tree it was ~150 nodes, and
-# SQLAlchemy walks the whole tree for the cache key of every search statement that embeds
-# it (~0.25 ms a search); as a function-like element its key is the class and its few
-# arguments (the row's columns, the bound values).  Every lookup is a correlated index
-# probe (care_link by organization + patient, grants by subject + patient, consent rules
-# by patient, mpi_link by patient and by person), so a search costs what it examines,
-# never the size of an organization's list.
-def _care(pid: str, a: str) -> str:
-    return (
-        f"EXISTS (SELECT 1 FROM access_care_link {a} WHERE {a}.organization_id = {{org}} "
-        f"AND {a}.patient_id = {pid} AND ("
-        f"({a}.kind = 'attachment' AND ({a}.start IS NULL OR {a}.start <= {{now}}) "
-        f"AND ({a}.\"end\" IS NULL OR {a}.\"end\" >= {{now}})) "
-        f"OR ({a}.kind = 'encounter' AND COALESCE({a}.\"end\", {a}.start) >= {{recent}}) "
-        f"OR ({a}.kind = 'referral' AND ({a}.\"end\" IS NULL OR {a}.\"end\" >= {{now}}))))"
-    )
-
-
-def _grant(pid: str, a: str) -> str:
-    return (f"EXISTS (SELECT 1 FROM access_emergency_grant {a} WHERE {a}.subject = {{subject}} "
-            f"AND {a}.patient_id = {pid} AND {a}.expires_at > {{now}})")
-
-
-def _denies(a: str) -> str:
-    return (f"(({a}.kind = 'deny-category' AND {a}.value = {{sens}}) "
-            f"OR ({a}.kind = 'deny-org' AND {a}.value = {{org}}))")
-
-
-_REACH = f"{_care('{pid}', 'acc_c')} OR {_grant('{pid}', 'acc_g')}"
-_REACH_LINKED = (
-    f"{_REACH} OR EXISTS (SELECT 1 FROM mpi_link acc_lt JOIN mpi_link acc_lr "
-    "ON acc_lr.person_key = acc_lt.person_key WHERE acc_lt.patient_id = {pid} "
-    "AND acc_lr.patient_id <> acc_lt.patient_id AND "
-    f"({_care('acc_lr.patient_id', 'acc_c2')} OR {_grant('acc_lr.patient_id', 'acc_g2')}))"
-)
-_DENIED = (f"EXISTS (SELECT 1 FROM access_consent_rule acc_r WHERE acc_r.patient_id = {{pid}} "
-           f"AND {_denies('acc_r')})")
-_DENIED_LINKED = (
-    f"{_DENIED} OR EXISTS (SELECT 1 FROM mpi_link acc_ct JOIN mpi_link acc_cr "
-    "ON acc_cr.person_key = acc_ct.person_key JOIN access_consent_rule acc_r2 "
-    "ON acc_r2.patient_id = acc_cr.patient_id WHERE acc_ct.patient_id = {pid} "
-    f"AND acc_cr.patient_id <> acc_ct.patient_id AND {_denies('acc_r2')})"
-)
-
-
-class _PolicySql(FunctionElement[bool]):
-    """A fixed SQL template over its arguments (named by ``slots``, in order)."""
-
-    inherit_cache = True
-    type = Boolean()
-    template = ""
-    slots: tuple[str, ...] = ()
-
-
-class _ConsentAllows(_PolicySql):
-    inherit_cache = True
-    slots = ("pid", "sens", "org")
-    template = f"NOT ({_DENIED})"
-
-
-class _ConsentAllowsLinked(_ConsentAllows):
-    inherit_cache = True
-    template = f"NOT ({_DENIED_LINKED})"
-
-
-class _ClinicianSees(_PolicySql):
-    """Not patient data; or authored by the organization; or (care or emergency) and no
-    consent denial — mirror of ``policy.decide_row`` for clinicians."""
-
-    inherit_cache = True
-    slots = ("pid", "author", "sens", "org", "subject", "now", "recent")
-    template = f"({{pid}} IS NULL OR {{author}} = {{org}} OR (({_REACH}) AND NOT ({_DENIED})))"
-
-
-class _ClinicianSeesLinked(_ClinicianSees):
-    inherit_cache = True
-    template = (f"({{pid}} IS NULL OR {{author}} = {{org}} OR (({_REACH_LINKED}) "
-                f"AND NOT ({_DENIED_LINKED})))")
-
-
-_SLOT = re.compile(r"\{(\w+)\}")
-
-
-def _render_policy(element: _PolicySql, compiler: Any, **kw: Any) -> str:
-    args = dict(zip(element.slots, element.clauses, strict=True))
-    # Render each occurrence in text order (positional parameter styles need that order).
-    parts = _SLOT.split(element.template)
-    for i in range(1, len(parts), 2):
-        parts[i] = compiler.process(args[parts[i]], **kw)
-    return "".join(parts)
-
-
-for _cls in (_ConsentAllows, _ConsentAllowsLinked, _ClinicianSees, _ClinicianSeesLinked):
-    compiles(_cls)(_render_policy)
 
 
 def _text(value: str) -> BindParameter[str]:
@@ -483,11 +389,7 @@ def _instant(value: datetime) -> BindParameter[datetime]:
 class PatientLookup:
     """What one round trip found about a patient's person for one principal."""
 
-    in_care: bool = False
-    emergency: bool = False
-    denied_categories: frozenset[str] = frozenset()
-    denied_orgs: frozenset[str] = frozenset()
-    persons: frozenset[str] = frozenset()
+    facts: Facts
     guard: tuple[bool, int] | None = None  # (blocked, count this hour) when asked
     used: bool = False  # the subject already touched this patient this hour
 
@@ -575,15 +477,9 @@ def patient_facts(
             emergency = True
         elif kind == "used":
             used = True
-    return PatientLookup(
-        in_care=in_care,
-        emergency=emergency,
-        denied_categories=frozenset(cats),
-        denied_orgs=frozenset(orgs),
-        persons=frozenset(persons),
-        guard=_guard_of(rows) if guard_hour is not None else None,
-        used=used,
-    )
+    facts = Facts(in_care=in_care, emergency=emergency, denied_categories=frozenset(cats),
+                  denied_orgs=frozenset(orgs), persons=frozenset(persons))
+    return PatientLookup(facts, _guard_of(rows) if guard_hour is not None else None, used)
 
 
 def patient_exists(conn: Connection, patient_id: str) -> bool:

@@ -131,6 +131,11 @@ class FastStatement:
     request (the access policy's lookup, the audit append).  Bind processors still apply
     (dates on SQLite); result values come back as the driver returns them, so use it for
     statements that return strings and numbers.  No expanding (``IN``-list) parameters.
+
+    On PostgreSQL (psycopg) the statement is server-prepared, parsed and planned once per
+    connection, even where a caller turned preparation off for its own statements on that
+    connection (the FHIR search does).  Meant for index lookups whose best plan does not
+    depend on the values.
     """
 
     def __init__(self, statement: Any) -> None:
@@ -166,5 +171,14 @@ class FastStatement:
             args = order(values)
             if not isinstance(args, tuple):  # itemgetter of one name
                 args = (args,)
-        result = conn.exec_driver_sql(sql, args)
-        return list(result.all()) if result.returns_rows else []
+        if key[1] != "psycopg":
+            result = conn.exec_driver_sql(sql, args)
+            return list(result.all()) if result.returns_rows else []
+        driver = conn.connection.driver_connection
+        saved = driver.prepare_threshold  # type: ignore[union-attr]
+        driver.prepare_threshold = 0  # type: ignore[union-attr]
+        try:
+            result = conn.exec_driver_sql(sql, args)
+            return list(result.all()) if result.returns_rows else []
+        finally:
+            driver.prepare_threshold = saved  # type: ignore[union-attr]

@@ -1,0 +1,174 @@
+"""The search side of the policy as SQL: what a clinician (or an investigator) may see.
+
+Mirror of :func:`usmis.access.policy.decide_row`, embedded in every search, ``_include``,
+``$everything``, history and export statement (``repository.visibility_predicate``).
+
+Why fixed SQL templates rather than a Core expression tree:
+
+- SQLAlchemy walks a statement's whole tree for its cache key on every execution; the rule
+  as Core was ~150 nodes (~0.25 ms per search).  As a function-like element its cache key
+  is the class and its few arguments (the row's columns and the bound values), which keeps
+  the statement cache and the parameter extraction exactly right.
+- Every lookup is correlated to the candidate row and is an index probe (care_link by
+  organization + patient, grants by subject + patient, consent rules by patient, mpi_link
+  by patient and by person), so a search costs what it examines, never the size of an
+  organization's list of patients.
+
+Two spellings of the same rule, tested alike through the API on both backends:
+
+- SQLite (statements are compiled once per connection and cached): short-circuiting probes
+  — the care probe first, the person's other Patients only when the row's own fail.
+- PostgreSQL (the search statement is planned on every request, and every sub-select costs
+  planning): two sub-selects, reach and denial, over the row's "people" (its Patient and
+  the other Patients of its person).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Boolean
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+def _valid(a: str) -> str:
+    """The care link ``a`` confers care now (attachment in force, recent encounter, open
+    referral) — ``repository.care_valid`` as text."""
+    return (
+        f"(({a}.kind = 'attachment' AND ({a}.start IS NULL OR {a}.start <= {{now}}) "
+        f'AND ({a}."end" IS NULL OR {a}."end" >= {{now}})) '
+        f'OR ({a}.kind = \'encounter\' AND COALESCE({a}."end", {a}.start) >= {{recent}}) '
+        f'OR ({a}.kind = \'referral\' AND ({a}."end" IS NULL OR {a}."end" >= {{now}})))'
+    )
+
+
+def _denies(a: str) -> str:
+    """Consent rule ``a`` hides a row of category {sens} from organization {org}."""
+    return (f"(({a}.kind = 'deny-category' AND {a}.value = {{sens}}) "
+            f"OR ({a}.kind = 'deny-org' AND {a}.value = {{org}}))")
+
+
+# --- SQLite: short-circuiting probes -----------------------------------------------------
+def _care(pid: str, a: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM access_care_link {a} WHERE {a}.organization_id = {{org}} "
+            f"AND {a}.patient_id = {pid} AND {_valid(a)})")
+
+
+def _grant(pid: str, a: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM access_emergency_grant {a} WHERE {a}.subject = {{subject}} "
+            f"AND {a}.patient_id = {pid} AND {a}.expires_at > {{now}})")
+
+
+def _others(a: str, cond: str) -> str:
+    """Some other Patient of the row's person (alias ``{a}_o``) satisfies ``cond``."""
+    return (f"EXISTS (SELECT 1 FROM mpi_link {a}_t JOIN mpi_link {a}_o "
+            f"ON {a}_o.person_key = {a}_t.person_key WHERE {a}_t.patient_id = {{pid}} "
+            f"AND {a}_o.patient_id <> {a}_t.patient_id AND {cond})")
+
+
+_PROBE_REACH = f"({_care('{pid}', 'acc_c')} OR {_grant('{pid}', 'acc_g')})"
+_PROBE_DENIED = (f"EXISTS (SELECT 1 FROM access_consent_rule acc_r "
+                 f"WHERE acc_r.patient_id = {{pid}} AND {_denies('acc_r')})")
+_PROBE_REACH_LINKED = (
+    f"({_PROBE_REACH[1:-1]} OR "
+    + _others("acc_l", f"({_care('acc_l_o.patient_id', 'acc_c2')} "
+                       f"OR {_grant('acc_l_o.patient_id', 'acc_g2')})")
+    + ")"
+)
+_PROBE_DENIED_LINKED = (
+    f"({_PROBE_DENIED} OR "
+    + _others("acc_d", "EXISTS (SELECT 1 FROM access_consent_rule acc_r2 "
+                       f"WHERE acc_r2.patient_id = acc_d_o.patient_id AND {_denies('acc_r2')})")
+    + ")"
+)
+
+
+# --- PostgreSQL: few sub-selects ---------------------------------------------------------
+def _people(a: str, linked: bool) -> str:
+    """The row's Patient and (with the patient index) the other Patients of its person."""
+    if not linked:
+        return f"(SELECT {{pid}} AS id) {a}"
+    return (f"(SELECT {{pid}} AS id UNION ALL SELECT {a}_o.patient_id FROM mpi_link {a}_t "
+            f"JOIN mpi_link {a}_o ON {a}_o.person_key = {a}_t.person_key "
+            f"WHERE {a}_t.patient_id = {{pid}} AND {a}_o.patient_id <> {a}_t.patient_id) {a}")
+
+
+def _set_reach(linked: bool) -> str:
+    # EXISTS stops at the first row: the grant branch runs only without care.
+    return (f"EXISTS (SELECT 1 FROM {_people('acc_p', linked)} "
+            "JOIN access_care_link acc_c ON acc_c.patient_id = acc_p.id "
+            f"WHERE acc_c.organization_id = {{org}} AND {_valid('acc_c')} "
+            f"UNION ALL SELECT 1 FROM {_people('acc_q', linked)} "
+            "JOIN access_emergency_grant acc_g ON acc_g.patient_id = acc_q.id "
+            "WHERE acc_g.subject = {subject} AND acc_g.expires_at > {now})")
+
+
+def _set_denied(linked: bool) -> str:
+    return (f"EXISTS (SELECT 1 FROM {_people('acc_s', linked)} "
+            "JOIN access_consent_rule acc_r ON acc_r.patient_id = acc_s.id "
+            f"WHERE {_denies('acc_r')})")
+
+
+def _sees(reach: str, denied: str) -> str:
+    """Not patient data; or authored by the organization; or (care or emergency) and no
+    consent denial."""
+    return f"({{pid}} IS NULL OR {{author}} = {{org}} OR ({reach} AND NOT {denied}))"
+
+
+class PolicySql(FunctionElement[bool]):
+    """A fixed SQL template (per dialect) over its arguments, named by ``slots``."""
+
+    inherit_cache = True
+    type = Boolean()
+    slots: tuple[str, ...] = ()
+    sqlite = ""
+    postgresql = ""
+
+
+class ConsentAllows(PolicySql):
+    """No consent of the row's person denies it to {org} (investigators)."""
+
+    inherit_cache = True
+    slots = ("pid", "sens", "org")
+    sqlite = f"NOT {_PROBE_DENIED}"
+    postgresql = f"NOT {_set_denied(False)}"
+
+
+class ConsentAllowsLinked(ConsentAllows):
+    inherit_cache = True
+    sqlite = f"NOT {_PROBE_DENIED_LINKED}"
+    postgresql = f"NOT {_set_denied(True)}"
+
+
+class ClinicianSees(PolicySql):
+    """The clinician's rule (policy.decide_row) for one candidate row."""
+
+    inherit_cache = True
+    slots = ("pid", "author", "sens", "org", "subject", "now", "recent")
+    sqlite = _sees(_PROBE_REACH, _PROBE_DENIED)
+    postgresql = _sees(_set_reach(False), _set_denied(False))
+
+
+class ClinicianSeesLinked(ClinicianSees):
+    inherit_cache = True
+    sqlite = _sees(_PROBE_REACH_LINKED, _PROBE_DENIED_LINKED)
+    postgresql = _sees(_set_reach(True), _set_denied(True))
+
+
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+def _render(element: PolicySql, compiler: Any, **kw: Any) -> str:
+    template = element.postgresql if compiler.dialect.name == "postgresql" else element.sqlite
+    args = dict(zip(element.slots, element.clauses, strict=True))
+    # Each occurrence rendered in text order (positional parameter styles need that order).
+    parts = _SLOT.split(template)
+    for i in range(1, len(parts), 2):
+        parts[i] = compiler.process(args[parts[i]], **kw)
+    return "".join(parts)
+
+
+for _cls in (ConsentAllows, ConsentAllowsLinked, ClinicianSees, ClinicianSeesLinked):
+    compiles(_cls)(_render)
