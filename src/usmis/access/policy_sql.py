@@ -14,6 +14,8 @@ Why fixed SQL templates rather than a Core expression tree:
   by patient and by person), so a search costs what it examines, never the size of an
   organization's list of patients.
 
+The per-patient lookup of reads (``repository.patient_facts``) uses the same probes.
+
 Two spellings of the same rule, tested alike through the API on both backends:
 
 - SQLite (statements are compiled once per connection and cached): short-circuiting probes
@@ -32,10 +34,12 @@ from sqlalchemy import Boolean
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+_SLOT = re.compile(r"\{(\w+)\}")
+
 
 def _valid(a: str) -> str:
-    """The care link ``a`` confers care now (attachment in force, recent encounter, open
-    referral) — ``repository.care_valid`` as text."""
+    """Care link ``a`` confers care now: an attachment in force, an encounter since
+    {recent}, an open referral."""
     return (
         f"(({a}.kind = 'attachment' AND ({a}.start IS NULL OR {a}.start <= {{now}}) "
         f'AND ({a}."end" IS NULL OR {a}."end" >= {{now}})) '
@@ -50,7 +54,7 @@ def _denies(a: str) -> str:
             f"OR ({a}.kind = 'deny-org' AND {a}.value = {{org}}))")
 
 
-# --- SQLite: short-circuiting probes -----------------------------------------------------
+# --- short-circuiting probes (SQLite; the per-patient lookup on both) --------------------
 def _care(pid: str, a: str) -> str:
     return (f"EXISTS (SELECT 1 FROM access_care_link {a} WHERE {a}.organization_id = {{org}} "
             f"AND {a}.patient_id = {pid} AND {_valid(a)})")
@@ -61,28 +65,35 @@ def _grant(pid: str, a: str) -> str:
             f"AND {a}.patient_id = {pid} AND {a}.expires_at > {{now}})")
 
 
-def _others(a: str, cond: str) -> str:
-    """Some other Patient of the row's person (alias ``{a}_o``) satisfies ``cond``."""
-    return (f"EXISTS (SELECT 1 FROM mpi_link {a}_t JOIN mpi_link {a}_o "
-            f"ON {a}_o.person_key = {a}_t.person_key WHERE {a}_t.patient_id = {{pid}} "
-            f"AND {a}_o.patient_id <> {a}_t.patient_id AND {cond})")
+def _consent(pid: str, a: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM access_consent_rule {a} WHERE {a}.patient_id = {pid} "
+            f"AND {_denies(a)})")
 
 
-_PROBE_REACH = f"({_care('{pid}', 'acc_c')} OR {_grant('{pid}', 'acc_g')})"
-_PROBE_DENIED = (f"EXISTS (SELECT 1 FROM access_consent_rule acc_r "
-                 f"WHERE acc_r.patient_id = {{pid}} AND {_denies('acc_r')})")
-_PROBE_REACH_LINKED = (
-    f"({_PROBE_REACH[1:-1]} OR "
-    + _others("acc_l", f"({_care('acc_l_o.patient_id', 'acc_c2')} "
-                       f"OR {_grant('acc_l_o.patient_id', 'acc_g2')})")
-    + ")"
-)
-_PROBE_DENIED_LINKED = (
-    f"({_PROBE_DENIED} OR "
-    + _others("acc_d", "EXISTS (SELECT 1 FROM access_consent_rule acc_r2 "
-                       f"WHERE acc_r2.patient_id = acc_d_o.patient_id AND {_denies('acc_r2')})")
-    + ")"
-)
+_PROBES = {"care": _care, "grant": _grant, "denied": _consent}
+
+
+def probe(kind: str, linked: bool) -> str:
+    """An EXISTS for the Patient {pid} or, ``linked``, another Patient of its person (the
+    own Patient first): "care" of {org}, an emergency "grant" of {subject}, or a consent
+    that "denied" the row ({sens}) to {org}."""
+    one = _PROBES[kind]
+    direct = one("{pid}", f"acc_{kind}")
+    if not linked:
+        return direct
+    a = f"acc_{kind}_l"
+    return (f"({direct} OR EXISTS (SELECT 1 FROM mpi_link {a}t JOIN mpi_link {a}o "
+            f"ON {a}o.person_key = {a}t.person_key WHERE {a}t.patient_id = {{pid}} "
+            f"AND {a}o.patient_id <> {a}t.patient_id AND {one(f'{a}o.patient_id', a)}))")
+
+
+def fill(template: str, **sql: str) -> str:
+    """The template with its {slots} replaced by SQL (e.g. bind parameters ``:pid``)."""
+    return _SLOT.sub(lambda m: sql[m.group(1)], template)
+
+
+def _probe_reach(linked: bool) -> str:
+    return f"({probe('care', linked)} OR {probe('grant', linked)})"
 
 
 # --- PostgreSQL: few sub-selects ---------------------------------------------------------
@@ -132,13 +143,13 @@ class ConsentAllows(PolicySql):
 
     inherit_cache = True
     slots = ("pid", "sens", "org")
-    sqlite = f"NOT {_PROBE_DENIED}"
+    sqlite = f"NOT {probe('denied', False)}"
     postgresql = f"NOT {_set_denied(False)}"
 
 
 class ConsentAllowsLinked(ConsentAllows):
     inherit_cache = True
-    sqlite = f"NOT {_PROBE_DENIED_LINKED}"
+    sqlite = f"NOT {probe('denied', True)}"
     postgresql = f"NOT {_set_denied(True)}"
 
 
@@ -147,17 +158,14 @@ class ClinicianSees(PolicySql):
 
     inherit_cache = True
     slots = ("pid", "author", "sens", "org", "subject", "now", "recent")
-    sqlite = _sees(_PROBE_REACH, _PROBE_DENIED)
+    sqlite = _sees(_probe_reach(False), probe("denied", False))
     postgresql = _sees(_set_reach(False), _set_denied(False))
 
 
 class ClinicianSeesLinked(ClinicianSees):
     inherit_cache = True
-    sqlite = _sees(_PROBE_REACH_LINKED, _PROBE_DENIED_LINKED)
+    sqlite = _sees(_probe_reach(True), probe("denied", True))
     postgresql = _sees(_set_reach(True), _set_denied(True))
-
-
-_SLOT = re.compile(r"\{(\w+)\}")
 
 
 def _render(element: PolicySql, compiler: Any, **kw: Any) -> str:

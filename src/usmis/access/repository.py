@@ -15,19 +15,14 @@ from sqlalchemy import (
     DateTime,
     FromClause,
     RowMapping,
-    Select,
     String,
     Table,
     and_,
     bindparam,
-    cast,
-    exists,
     func,
-    literal,
     or_,
     select,
-    union,
-    union_all,
+    text,
     update,
 )
 
@@ -39,6 +34,8 @@ from usmis.access.policy_sql import (
     ClinicianSeesLinked,
     ConsentAllows,
     ConsentAllowsLinked,
+    fill,
+    probe,
 )
 from usmis.kit.db import FastStatement
 
@@ -116,25 +113,6 @@ def _mpi_link() -> Table | None:
     return link
 
 
-def linked(patients: Select[Any]) -> Select[Any]:
-    """The given Patients and every Patient linked to the same person (one SQL select).
-
-    The one place that knows how a person's several source Patients are found; without
-    the patient index a Patient is only itself.
-    """
-    link = _mpi_link()
-    base = patients.subquery()
-    if link is None:
-        return select(base.c[0])
-    l1, l2 = link.alias("l1"), link.alias("l2")
-    return union(
-        select(base.c[0]),
-        select(l2.c.patient_id)
-        .join(l1, l1.c.person_key == l2.c.person_key)
-        .where(l1.c.patient_id.in_(select(base.c[0]))),
-    ).subquery().select()
-
-
 def linked_patient_ids(conn: Connection, patient_ids: list[str]) -> list[str]:
     if not patient_ids:
         return []
@@ -163,22 +141,6 @@ def person_keys(conn: Connection, patient_ids: list[str]) -> list[str]:
     if _mpi_link() is None or not patient_ids:
         return []
     return sorted(conn.execute(_person_keys_statement(), {"pids": patient_ids}).scalars())
-
-
-# --- care relationships ------------------------------------------------------------
-def care_valid(now: datetime, encounter_days: int, table: FromClause | None = None
-               ) -> ColumnElement[bool]:
-    c = (t.care_link if table is None else table).c
-    recent = now - timedelta(days=encounter_days)
-    return or_(
-        and_(
-            c.kind == "attachment",
-            or_(c.start.is_(None), c.start <= now),
-            or_(c.end.is_(None), c.end >= now),
-        ),
-        and_(c.kind == "encounter", func.coalesce(c.end, c.start) >= recent),
-        and_(c.kind == "referral", or_(c.end.is_(None), c.end >= now)),
-    )
 
 
 # --- emergency (break-the-glass) grants --------------------------------------------
@@ -217,27 +179,18 @@ def review_grant(
 
 # --- consent -------------------------------------------------------------------------
 # --- the exfiltration guard -----------------------------------------------------------
-def _guard_parts(subject: Any, hour: Any) -> list[Select[Any, Any]]:
-    """('blocked', '') when the subject is blocked; ('count', n): distinct patients it
-    touched this hour."""
-    b, u = t.block.c, t.usage.c
-    return [
-        select(literal("blocked", String), literal("", String)).where(
-            exists().where(b.subject == subject, b.cleared_at.is_(None))),
-        select(literal("count", String), cast(func.count(), String)).where(
-            u.subject == subject, u.hour == hour),
-    ]
-
-
-@cache
-def _guard_statement() -> FastStatement:
-    return FastStatement(union_all(*_guard_parts(bindparam("subject", type_=String),
-                                                 bindparam("hour", type_=String))))
+_GUARD_SQL = (
+    "SELECT 'blocked', '' WHERE EXISTS (SELECT 1 FROM access_block WHERE subject = :subject "
+    "AND cleared_at IS NULL) UNION ALL SELECT 'count', CAST(count(*) AS VARCHAR(12)) "
+    "FROM access_usage WHERE subject = :subject AND hour = :hour"
+)
+# ('blocked', '') when the subject is blocked; ('count', n): distinct patients this hour.
+_GUARD = FastStatement(text(_GUARD_SQL))
 
 
 def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, int]:
     """(blocked?, distinct patients touched this hour) in one round trip."""
-    return _guard_of(_guard_statement().run(conn, {"subject": subject, "hour": hour}))
+    return _guard_of(_GUARD.run(conn, {"subject": subject, "hour": hour}))
 
 
 def _guard_of(rows: Any) -> tuple[bool, int]:
@@ -396,42 +349,36 @@ class PatientLookup:
 
 @cache
 def _facts_statement(care: bool, consent: bool, guard: bool) -> FastStatement:
-    """The per-patient lookup, built once per shape with bind parameters: consent
-    provisions and emergency grants of the person (all linked Patients), the care
-    relationship, the person keys, and the exfiltration guard's state — one statement."""
-    people = linked(select(bindparam("pid", type_=String)))
-    parts: list[Select[Any, Any]] = []
-    link = _mpi_link()
-    if link is not None:
-        parts.append(select(literal("person", String), link.c.person_key).where(
-            link.c.patient_id == bindparam("pid")))
+    """The per-patient lookup, built once per shape: the person keys, the consent provisions
+    and emergency grants of the person (all its Patients), the care relationship, and the
+    exfiltration guard's state — one statement, every part an index probe (the same probes
+    as the search predicate, :mod:`usmis.access.policy_sql`)."""
+    linked = _mpi_link() is not None
+    slots = {"pid": ":pid", "org": ":org", "subject": ":subject", "now": ":now",
+             "recent": ":recent"}
+    parts: list[str] = []
+    if linked:
+        parts.append("SELECT 'person', person_key FROM mpi_link WHERE patient_id = :pid")
     if consent:
-        r = t.consent_rule.c
-        parts.append(select(r.kind, r.value).where(r.patient_id.in_(people)))
+        parts.append("SELECT kind, value FROM access_consent_rule WHERE patient_id = :pid")
+        if linked:
+            parts.append("SELECT r.kind, r.value FROM mpi_link t CROSS JOIN mpi_link o "
+                         "CROSS JOIN access_consent_rule r WHERE t.patient_id = :pid "
+                         "AND o.person_key = t.person_key AND o.patient_id <> t.patient_id "
+                         "AND r.patient_id = o.patient_id")
     if care:
-        g, cl = t.emergency_grant.c, t.care_link.c
-        parts.append(select(literal("grant", String), literal("", String)).where(
-            exists().where(g.subject == bindparam("subject"),
-                           g.expires_at > bindparam("now"), g.patient_id.in_(people))))
-        valid = or_(
-            and_(cl.kind == "attachment", or_(cl.start.is_(None), cl.start <= bindparam("now")),
-                 or_(cl.end.is_(None), cl.end >= bindparam("now"))),
-            and_(cl.kind == "encounter", func.coalesce(cl.end, cl.start) >= bindparam("recent")),
-            and_(cl.kind == "referral", or_(cl.end.is_(None), cl.end >= bindparam("now"))),
-        )
-        parts.append(select(literal("care", String), literal("", String)).where(
-            exists().where(cl.organization_id == bindparam("org"),
-                           cl.patient_id.in_(people), valid)))
+        for kind in ("care", "grant"):
+            parts.append(f"SELECT '{kind}', '' WHERE {fill(probe(kind, linked), **slots)}")
     if guard:
-        u = t.usage.c
-        subject, hour = bindparam("subject", type_=String), bindparam("hour", type_=String)
-        parts += _guard_parts(subject, hour)
-        parts.append(select(literal("used", String), literal("", String)).where(
-            exists().where(u.subject == subject, u.hour == hour,
-                           u.patient_id == bindparam("pid"))))
+        parts += [_GUARD_SQL, "SELECT 'used', '' WHERE EXISTS (SELECT 1 FROM access_usage "
+                              "WHERE subject = :subject AND hour = :hour AND patient_id = :pid)"]
     if not parts:
-        parts.append(select(literal("none", String), literal("", String)))
-    return FastStatement(union_all(*parts))
+        parts.append("SELECT 'none', ''")
+    stmt = text(" UNION ALL ".join(parts))
+    if care:
+        stmt = stmt.bindparams(bindparam("now", type_=DateTime(timezone=True)),
+                               bindparam("recent", type_=DateTime(timezone=True)))
+    return FastStatement(stmt)
 
 
 def patient_facts(
