@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 
 from usmis.config import Settings
 from usmis.kit.logging import get_logger
-from usmis.mpi import batch, fs, service
+from usmis.mpi import batch, fs, service, tables
 from usmis.mpi import repository as repo
 from usmis.mpi.model import MatchRecord, record_from_patient
 
@@ -134,7 +134,7 @@ def relink(
              "previous_person_key": prev, "method": "relink", "score": None,
              "reason": "batch re-clustering", "actor": actor, "at": now}
         )  # fmt: skip
-    repo.insert_links(conn, new_links)
+    repo.bulk_insert(conn, tables.link, new_links)
     for target, pids in moves.items():
         repo.move_links(conn, pids, target, method="relink", score=None, actor=actor,
                         updated_at=now)  # fmt: skip
@@ -160,8 +160,8 @@ def relink(
         for r in recs
         for k in sorted(set(service.hashed_keys(keyring, r)))
     ]
-    for start in range(0, len(rows), 5000):
-        repo.insert_block_rows(conn, rows[start : start + 5000])
+    for start in range(0, len(rows), 100_000):
+        repo.bulk_insert(conn, tables.block, rows[start : start + 100_000])
 
     # The review queue: the machine's open items are replaced by this run's.
     repo.close_open_reviews(conn, "obsolete", now)

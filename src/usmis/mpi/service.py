@@ -132,12 +132,23 @@ class Candidate:
 
 
 def score_candidates(
-    conn: Connection, settings: Settings, record: MatchRecord, *, model: fs.FSModel | None = None
+    conn: Connection,
+    settings: Settings,
+    record: MatchRecord,
+    *,
+    model: fs.FSModel | None = None,
+    block_keys: Sequence[str] | None = None,
 ) -> list[Candidate]:
-    """Persons sharing a blocking key with ``record``, best first (plaintext in memory only)."""
+    """Persons sharing a blocking key with ``record``, best first (plaintext in memory only).
+
+    The records compared are the :data:`repository.CANDIDATE_LIMIT` sharing the most
+    blocking keys with ``record`` (``block_keys``: its hashed keys, if already computed).
+    """
     keys = keyring(settings)
     model = model or current_model(conn)
-    rows = repo.candidates(conn, hashed_keys(keys, record))
+    if block_keys is None:
+        block_keys = hashed_keys(keys, record)
+    rows = repo.candidates(conn, block_keys)
     best: dict[str, Candidate] = {}
     for row in rows:
         if row.patient_id == record.key or row.profile is None:
@@ -182,18 +193,19 @@ def link_record(
     now = _now()
     existing = repo.get_link(conn, record.key)
     sealed = seal_profile(keys, record)
+    block_keys = sorted(set(hashed_keys(keys, record)))
     if existing is not None:
         repo.update_link(conn, record.key, updated_at=now, source_id=record.source_id, **sealed)
-        repo.replace_block_keys(conn, record.key, hashed_keys(keys, record))
+        repo.replace_block_keys(conn, record.key, block_keys)
         return LinkOutcome(existing.person_key, "existing", existing.score)
 
     # Two workers linking two records of one new person at once would each find no
     # candidate (the other's person is not committed yet) and make two persons.
     repo.lock_linking(conn)
     model = current_model(conn)
-    cands = score_candidates(conn, settings, record, model=model)
-    rejected = repo.rejected_persons(conn, record.key) if cands else set()
-    cands = [c for c in cands if c.person_key not in rejected]
+    # (No registrar's "not-link" can name this record yet: review items name linked
+    # records only, and this one has no link.)
+    cands = score_candidates(conn, settings, record, model=model, block_keys=block_keys)
     outcome: LinkOutcome
     reviews: list[Candidate] = []
     if prefer_person and repo.get_person(conn, prefer_person) is not None:
@@ -223,9 +235,7 @@ def link_record(
             **sealed,
         },
     )
-    repo.insert_block_rows(
-        conn, [{"key": k, "patient_id": record.key} for k in sorted(set(hashed_keys(keys, record)))]
-    )
+    repo.insert_block_rows(conn, [{"key": k, "patient_id": record.key} for k in block_keys])
     op = new_key()
     repo.insert_events(
         conn,
