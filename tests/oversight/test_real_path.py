@@ -7,11 +7,12 @@ fund, dispensations from a pharmacy and from the fund, and some fund claims carr
 usable IIN.  The nation is small (ingest dominates the run time: ~300 people take ~5
 minutes on SQLite on 2 cores), so the fraud rates are raised until every scheme is planted
 at least once in 120 people.  Two schemes are statistical and a nation this size cannot
-carry them: upcoding needs >= 20 case-group stays per hospital (not planted here), and
-volume_spike measures a month against peers whose own months swing by +-40 % at this size
-(only "no false alarm" is asserted for it).  Both are measured at 20 000 people
-(docs/oversight.md).  SQLite only: ingest on PostgreSQL is the same code and would double
-the longest test of the suite.
+carry them: upcoding needs a peer group (>= 3 hospitals with >= 20 case-group stays; not
+planted here), and volume_spike measures a month against peers whose own months swing by
++-40 % at this size (only "no false alarm" is asserted for it).  Every scheme, these two
+included, is measured on this same real path at 2 000 people by
+bench/bench_oversight_realpath.py (docs/oversight.md).  SQLite only: ingest on PostgreSQL
+is the same code and would double the longest test of the suite.
 """
 
 from __future__ import annotations

@@ -194,6 +194,27 @@ def test_sex_age_incompatible_with_birth_month_ambiguity(tmp_path: Path) -> None
     assert found == {"cerv-man": "sex", "paed-after": "too_old"}
 
 
+def test_sex_age_incompatible_needs_every_linked_source_to_agree(tmp_path: Path) -> None:
+    """One linked person, several source records: a source with a swapped day and month
+    (born 2024-03-11 written 2024-11-03) or a mistyped sex cannot make a finding alone."""
+    b = ExtractBuilder()
+    b.org("PC")
+    b.tariff("PAED", 2000, min_age=0, max_age=17)
+    b.tariff("CERV", 3000, sex="F")
+    b.person("baby", sex="F", born="2024-03")
+    b.add("persons", person_key="baby", sex="F", birth_year=2024, birth_month=11)
+    b.claim("paed-baby", "baby", "PC", "2024-05-02", "PAED", 2000)  # under 0? not for sure
+    b.claim("paed-unborn", "baby", "PC", "2024-02-01", "PAED", 2000)  # before any birth
+    b.person("woman", sex="F", born="1980-05")
+    b.add("persons", person_key="woman", sex="M", birth_year=1980, birth_month=5)
+    b.claim("cerv-woman", "woman", "PC", "2025-04-01", "CERV", 3000)
+    b.person("man", sex="M", born="1980-05")
+    b.add("persons", person_key="man", sex="M", birth_year=1980, birth_month=5)
+    b.claim("cerv-man", "man", "PC", "2025-04-01", "CERV", 3000)
+    found = {f["item_ids"][0]: f["detail"] for f in run(b, tmp_path, "sex_age_incompatible")}
+    assert found == {"paed-unborn": "too_young", "cerv-man": "sex"}
+
+
 def test_excess_units_per_day_and_dose_times_days(tmp_path: Path) -> None:
     b = ExtractBuilder()
     b.org("PC")

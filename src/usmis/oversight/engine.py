@@ -39,12 +39,20 @@ WITH d AS (
     FROM life_events WHERE event = 'emigration' GROUP BY person_key
 ), p AS (
     -- several source records may describe one linked person: one row per person.  max()
-    -- is a cheap, deterministic pick when sources disagree (rare after linking).
+    -- is a cheap, deterministic pick when sources disagree (rare after linking); a rule
+    -- that judges sex or age uses the spread instead: how many sexes the sources give and
+    -- the earliest / latest birth month any of them allows (as year * 12 + month - 1; a
+    -- year without a month spans its twelve months), so a source's typo or swapped
+    -- day/month cannot make a finding on its own.
     SELECT person_key, max(sex) AS sex, max(birth_year) AS birth_year,
-           max(birth_month) AS birth_month, max(region) AS region
+           max(birth_month) AS birth_month, max(region) AS region,
+           count(DISTINCT sex) AS sexes,
+           min(birth_year * 12 + coalesce(birth_month, 1) - 1) AS birth_first,
+           max(birth_year * 12 + coalesce(birth_month, 12) - 1) AS birth_last
     FROM persons GROUP BY person_key
 )
-SELECT p.person_key, p.sex, p.birth_year, p.birth_month, p.region,
+SELECT p.person_key, p.sex, p.birth_year, p.birth_month, p.region, p.sexes,
+       p.birth_first, p.birth_last,
        d.death_date, d.death_source, d.death_record,
        e.emigration_date, e.emigration_source, e.emigration_record
 FROM p

@@ -1,14 +1,20 @@
 -- sex_age_incompatible: services the tariff restricts to one sex or an age band, billed for
 -- someone outside it.  Only birth year and month are in the extract, so age is a range:
 -- it fires only when every possible birth day puts the person outside the band (no false
--- alarm on a birthday month).
+-- alarm on a birthday month).  A linked person's sources may disagree (a typo in the sex,
+-- a swapped day and month in the birth date): the range spans every source's birth month,
+-- and the sex counts only when all sources give the same one.
 WITH lines AS (
-    SELECT c.*, t.sex AS t_sex, t.min_age, t.max_age, p.sex AS p_sex, p.birth_year,
-           -- completed years if born on the last / the first day of the birth month
-           year(c.service_date) - p.birth_year
-             - CASE WHEN month(c.service_date) <= p.birth_month THEN 1 ELSE 0 END AS age_lo,
-           year(c.service_date) - p.birth_year
-             - CASE WHEN month(c.service_date) < p.birth_month THEN 1 ELSE 0 END AS age_hi
+    SELECT c.*, t.sex AS t_sex, t.min_age, t.max_age,
+           CASE WHEN p.sexes = 1 THEN p.sex END AS p_sex, p.birth_year,
+           -- completed years if born on the last day of the latest possible birth month /
+           -- on the first day of the earliest one
+           year(c.service_date) - p.birth_last // 12
+             - CASE WHEN month(c.service_date) <= p.birth_last % 12 + 1 THEN 1 ELSE 0 END
+             AS age_lo,
+           year(c.service_date) - p.birth_first // 12
+             - CASE WHEN month(c.service_date) < p.birth_first % 12 + 1 THEN 1 ELSE 0 END
+             AS age_hi
     FROM claims c
     JOIN tariffs t ON t.code = c.code
     JOIN person_facts p USING (person_key)
