@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import json
 import re
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -373,6 +374,7 @@ def run_splink(nation: Nation, *, threshold: float = 0.95) -> dict[str, Any]:
     ``threshold`` match probability.  Inputs: the same records, lower-cased
     transliterations only (no Kazakh/Russian folding: that is what "defaults" means)."""
     try:
+        import duckdb
         import pyarrow as pa
         import splink.comparison_library as cl
         from splink import Linker, SettingsCreator, block_on
@@ -402,8 +404,9 @@ def run_splink(nation: Nation, *, threshold: float = 0.95) -> dict[str, Any]:
             block_on("phone"),
         ],
     )
+    spill = tempfile.TemporaryDirectory(prefix="usmis-splink-")  # not DuckDB's ./.tmp
     try:
-        db_api = DuckDBAPI()
+        db_api = DuckDBAPI(duckdb.connect(config={"temp_directory": spill.name}))
         linker = Linker(db_api.register(table, table_name="nation_records"), settings)
         training = linker.training
         training.estimate_probability_two_random_records_match([block_on("iin")], recall=0.9)
@@ -420,6 +423,8 @@ def run_splink(nation: Nation, *, threshold: float = 0.95) -> dict[str, Any]:
         ).as_record_list()
     except Exception as exc:  # noqa: BLE001 - report why the reference could not run
         return {"error": f"splink failed: {type(exc).__name__}: {str(exc)[:200]}"}
+    finally:
+        spill.cleanup()
     cluster_of = {str(r["unique_id"]): str(r["cluster_id"]) for r in clusters}
     labels = [cluster_of.get(r.key, r.key) for r in nation.records]
     fig = evaluation.score(labels, nation.truth).as_dict()
