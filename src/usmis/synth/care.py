@@ -419,18 +419,6 @@ class CarePlanner:
                 self._visit(p, care, day, busy, code=code, icd="Z00.0",
                             fraud="sex_age_incompatible", variant=variant, extras=False)
 
-        # no_indication: a drug dispensed with no indicating diagnosis anywhere
-        if rng.random() < fr.no_indication:
-            dx = {v.icd for v in care.visits} | {s.icd for s in care.stays} | \
-                {e.icd for e in care.eds} | set(p.chronic)
-            cands = [d for d in DRUGS if not any(x.startswith(d.indications) for x in dx)]
-            day = self._free_day(first, last, busy)
-            if cands and day is not None:
-                d = cands[int(rng.random() * (len(cands)))]
-                busy.add(day)
-                care.dispenses.append(Dispense(day, d.atc, d.per_day * 30, 30, self._pharmacy(p),
-                                               self._pract(p.poly, "therapist"), "no_indication"))
-
         # impossible_day: this person is one of a practitioner's impossible day
         for (pract, day), prob in self.impossible_p.items():
             if first <= day <= last and day not in busy and p.age_on(day) >= 18 and \
@@ -448,5 +436,18 @@ class CarePlanner:
                 if day is not None:
                     self._visit(p, care, day, busy, icd="J06.9", fraud="volume_spike",
                                 extras=False)
+
+        # no_indication, planted last: a drug dispensed with no indicating diagnosis among
+        # all the person's visits, stays and emergencies (the fabricated ones included)
+        if rng.random() < fr.no_indication:
+            dx = {v.icd for v in care.visits} | {s.icd for s in care.stays} | \
+                {e.icd for e in care.eds} | set(p.chronic)
+            cands = [d for d in DRUGS if not any(x.startswith(d.indications) for x in dx)]
+            day = self._free_day(first, last, busy)
+            if cands and day is not None:
+                d = cands[int(rng.random() * (len(cands)))]
+                busy.add(day)
+                care.dispenses.append(Dispense(day, d.atc, d.per_day * 30, 30, self._pharmacy(p),
+                                               self._pract(p.poly, "therapist"), "no_indication"))
         care.visits.sort(key=lambda v: v.day)
         care.stays.sort(key=lambda s: s.admit)
