@@ -123,20 +123,24 @@ def upgrade(url: str) -> None:
 
 
 class FastStatement:
-    """A Core statement for the hot path: compiled once per dialect, run with
-    ``exec_driver_sql``.
+    """A Core statement for the hot path: compiled once per dialect, run straight on the
+    connection's DBAPI cursor, inside the connection's transaction.
 
-    That skips SQLAlchemy's per-call parameter and result processing — about half the
-    client-side cost of a small statement, which matters for the few that run on every
-    request (the access policy's lookup, the audit append).  Bind processors still apply
-    (dates on SQLite); result values come back as the driver returns them, so use it for
-    statements that return strings and numbers.  No expanding (``IN``-list) parameters.
+    That skips SQLAlchemy's per-call execution machinery — about two thirds of the
+    client-side cost of a small statement (measured 23 µs → 8 µs on SQLite), which matters
+    for the few that run on every request (the access policy's lookup, the audit append).
+    Bind processors still apply (dates on SQLite); rows come back as the driver returns
+    them (tuples of strings and numbers); driver errors are not wrapped in SQLAlchemy's
+    exception classes; engine events do not see these statements (``FastStatement.runs``
+    counts them).  No expanding (``IN``-list) parameters.
 
     On PostgreSQL (psycopg) the statement is server-prepared, parsed and planned once per
     connection, even where a caller turned preparation off for its own statements on that
     connection (the FHIR search does).  Meant for index lookups whose best plan does not
     depend on the values.
     """
+
+    runs = 0  # statements run by every FastStatement of the process (for benchmarks)
 
     def __init__(self, statement: Any) -> None:
         self.statement = statement
@@ -156,8 +160,8 @@ class FastStatement:
         return compiled.string, order, fixed, procs
 
     def run(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
-        """Execute on ``conn`` (autobegins like any statement); its rows (none for DML
-        without RETURNING)."""
+        """Execute on ``conn`` in its transaction (begun here if none is); its rows (none
+        for DML without RETURNING)."""
         key = (conn.dialect.name, conn.dialect.driver)
         plan = self._plans.get(key)
         if plan is None:
@@ -171,14 +175,27 @@ class FastStatement:
             args = order(values)
             if not isinstance(args, tuple):  # itemgetter of one name
                 args = (args,)
+        if not conn.in_transaction():
+            # So that the caller's commit commits what runs here (a write on a connection
+            # SQLAlchemy has not used yet would otherwise be left to the pool's rollback).
+            conn.begin()
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        FastStatement.runs += 1
         if key[1] != "psycopg":
-            result = conn.exec_driver_sql(sql, args)
-            return list(result.all()) if result.returns_rows else []
+            return _fetch(dbapi.cursor(), sql, args)
         driver = conn.connection.driver_connection
         saved = driver.prepare_threshold  # type: ignore[union-attr]
         driver.prepare_threshold = 0  # type: ignore[union-attr]
         try:
-            result = conn.exec_driver_sql(sql, args)
-            return list(result.all()) if result.returns_rows else []
+            return _fetch(dbapi.cursor(), sql, args)
         finally:
             driver.prepare_threshold = saved  # type: ignore[union-attr]
+
+
+def _fetch(cursor: Any, sql: str, args: Any) -> list[Any]:
+    try:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall()) if cursor.description is not None else []
+    finally:
+        cursor.close()
