@@ -4,6 +4,7 @@ strongest candidates are always among those compared."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 from sqlalchemy import Connection, Engine
@@ -14,6 +15,8 @@ from usmis.mpi import repository as repo
 from usmis.mpi import service
 from usmis.mpi.model import MatchRecord, make_record
 from usmis.synth.names import NamePools
+
+from .factories import make_iin
 
 BIRTH = "1990-01-01"  # the date written when only the year is known: a big block
 
@@ -70,3 +73,50 @@ def test_a_big_block_does_not_crowd_out_the_true_match(engine: Engine, settings:
         outcome = service.link_record(conn, settings, incoming)
     assert outcome.person_key == "the-woman"
     assert outcome.method == "probabilistic"
+
+
+IIN = make_iin(date(1985, 3, 14), "F")
+
+
+def three_records() -> tuple[MatchRecord, MatchRecord, MatchRecord]:
+    """A and B share no blocking key and little evidence; C is plainly both."""
+    a = make_record("a", given="Жанна", surname="Нұрланова", birth_date="1985-03-14")
+    b = make_record("b", given="Zhanna", sex="F", iin=IIN, phone="+7 701 555 0101")
+    c = make_record(
+        "c", given="Жанна", surname="Нурланова", birth_date="1985-03-14", sex="F", iin=IIN,
+        phone="87015550101",
+    )  # fmt: skip
+    return a, b, c
+
+
+def test_a_record_linking_strongly_to_two_persons_merges_them(
+    engine: Engine, settings: Settings
+) -> None:
+    a, b, c = three_records()
+    with transaction(engine) as conn:
+        pa = service.link_record(conn, settings, a).person_key
+        pb = service.link_record(conn, settings, b).person_key
+        assert pa != pb  # nothing said they were one yet
+        out = service.link_record(conn, settings, c)
+        assert out.method == "iin"
+        assert {service.person_of(conn, k) for k in "abc"} == {out.person_key}
+        assert service.resolve_person(conn, pa) == service.resolve_person(conn, pb)
+        (merge,) = [e for e in service.history(conn, "a") if e["action"] == "merge"]
+        assert merge["actor"] == "mpi"
+        service.revert(conn, merge["operation_id"], actor="registrar:1", reason="checked")
+        assert service.person_of(conn, "a") == pa
+        assert service.resolve_person(conn, pa) == pa
+
+
+def test_persons_a_registrar_decided_on_are_not_merged_but_reviewed(
+    engine: Engine, settings: Settings
+) -> None:
+    a, b, c = three_records()
+    with transaction(engine) as conn:
+        service.link_record(conn, settings, a)
+        service.link_record(conn, settings, b)
+        pa = service.unlink(conn, "a", actor="registrar:1", reason="not her, per the clinic")
+        out = service.link_record(conn, settings, c)
+        assert service.person_of(conn, "a") == pa != out.person_key
+        assert [r.candidate_person_key for r in service.list_review(conn)] == [pa]
+        assert len(out.review_ids) == 1

@@ -33,7 +33,7 @@ from usmis.mpi.model import MatchRecord, record_from_patient
 
 log = get_logger(__name__)
 
-PINNED = frozenset({"manual", "review", "split", "unlink", "source-merge", "patient-link"})
+PINNED = service.PINNED
 
 
 @dataclass

@@ -262,6 +262,25 @@ def close_open_reviews(conn: Connection, status: str, at: datetime) -> int:
     return int(result.rowcount or 0)
 
 
+def decided_by_people(conn: Connection, person_keys: Sequence[str], pinned: Iterable[str]) -> bool:
+    """Whether a person made a decision about these persons: one of their links has a
+    pinned method, or a registrar answered "not-link" for a record of theirs or about
+    them as the candidate."""
+    keys = list(person_keys)
+    pinned_link = select(link.c.patient_id).where(
+        link.c.person_key.in_(keys), link.c.method.in_(list(pinned))
+    )
+    their_records = select(link.c.patient_id).where(link.c.person_key.in_(keys))
+    refused = select(review.c.id).where(
+        review.c.status == "not-linked",
+        (review.c.candidate_person_key.in_(keys)) | (review.c.patient_id.in_(their_records)),
+    )
+    return (
+        conn.execute(pinned_link.limit(1)).first() is not None
+        or conn.execute(refused.limit(1)).first() is not None
+    )
+
+
 def latest_model(conn: Connection) -> Row[Any] | None:
     return conn.execute(select(model).order_by(model.c.id.desc()).limit(1)).first()
 

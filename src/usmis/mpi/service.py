@@ -48,6 +48,10 @@ log = get_logger(__name__)
 BLOCK_PURPOSE = "mpi.block"
 SYSTEM_ACTOR = "mpi"
 
+# Links made by people (a registrar, or the source's own assertion): the machine never
+# moves them (relink) nor merges their persons on its own (real-time bridging).
+PINNED = frozenset({"manual", "review", "split", "unlink", "source-merge", "patient-link"})
+
 Method = Literal[
     "iin", "probabilistic", "new", "manual", "review", "merge", "split", "unlink", "revert",
     "source-merge", "patient-link", "relink",
@@ -254,6 +258,8 @@ def link_record(
             }
         ],
     )
+    if outcome.method in ("iin", "probabilistic"):
+        reviews = _bridge(conn, record, outcome, cands, model, actor)
     for c in reviews:
         outcome.review_ids.append(
             repo.insert_review(
@@ -268,6 +274,45 @@ def link_record(
             )
         )
     return outcome
+
+
+def _bridge(
+    conn: Connection,
+    record: MatchRecord,
+    outcome: LinkOutcome,
+    cands: list[Candidate],
+    model: fs.FSModel,
+    actor: str,
+) -> list[Candidate]:
+    """A record that links strongly to two persons shows they are one: merge them.
+
+    This is what batch clustering does (every pair above the link threshold is joined
+    unless their trusted IINs differ); without it, a person whose records arrive in an
+    unlucky order stays split until the next relink.  Not merged automatically, but
+    returned for a registrar's review: persons holding different trusted IINs, and
+    persons a person decided on (a pinned link or a "not-link" answer).
+    """
+    chosen = cands[0] if cands and cands[0].person_key == outcome.person_key else None
+    iins = set(chosen.trusted_iins) if chosen else set()
+    if record.trusted_iin:
+        iins.add(record.trusted_iin)
+    review: list[Candidate] = []
+    for c in cands:
+        if c.person_key == outcome.person_key:
+            continue
+        if not (c.deterministic or model.thresholds.decide(c.weight) == "link"):
+            continue
+        if len(iins | c.trusted_iins) > 1:
+            if not c.deterministic:
+                review.append(c)
+            continue
+        if repo.decided_by_people(conn, [outcome.person_key, c.person_key], PINNED):
+            review.append(c)
+            continue
+        iins |= c.trusted_iins
+        merge(conn, c.person_key, outcome.person_key, actor=actor,
+              reason="one incoming record links strongly to both", method="merge")  # fmt: skip
+    return review[:3]
 
 
 def _conflicts(record: MatchRecord, cand: Candidate) -> bool:
