@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -11,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from usmis.access.tokens import issue_token
 from usmis.app import create_app
+from usmis.audit import repository as audit_repo
+from usmis.audit import service as audit_service
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
 from usmis.mpi import service
@@ -156,3 +159,39 @@ def test_relink_reclusters_and_reports(client: TestClient, settings: Settings) -
     assert summary.records == 4
     assert summary.persons_after == 2
     assert again.records_moved == 0
+
+
+def test_registrar_operations_are_in_the_audit_chain(
+    client: TestClient, settings: Settings
+) -> None:
+    a = _store(client, settings, _patient("register", "1"))
+    b = _store(client, settings, _patient("his", "9", iin=None, family="Ахметов",
+                                          given=["Ерлан"], birth="1970-01-01"))
+    engine = make_engine(settings.resolved_database_url)
+    with transaction(engine) as conn:
+        pa, pb = service.person_of(conn, a), service.person_of(conn, b)
+    assert pa is not None
+    assert pb is not None
+    assert pa != pb
+    r = client.post("/mpi/merge", json={"from_person": pb, "into_person": pa,
+                                        "reason": "the same woman, per her passport"})
+    assert r.status_code == 200, r.text
+    assert client.get(f"/mpi/persons/{pa}").status_code == 200
+    with transaction(engine) as conn:
+        entries = [e.content for e in audit_repo.iter_entries(conn)]
+        report = audit_service.verify(conn, settings)
+    engine.dispose()
+    mpi = [e for e in entries if '"mpi"' in (e.get("detail") or "")]
+    ops = [json.loads(e["detail"])["mpi"]["operation"] for e in mpi]
+    assert ops == ["merge", "person"]
+    merge = mpi[0]
+    assert (merge["action"], merge["subject"]) == ("update", "test-admin")
+    assert {pa, pb} <= set(json.loads(merge["persons"]))
+    assert "passport" not in json.dumps(entries)  # the free-text reason stays out
+    assert a in json.loads(mpi[1]["patients"])
+    assert report.ok, report.message
+    auditor = issue_token(settings, subject="dpo", role="auditor")
+    r = client.get("/fhir/AuditEvent", params={"_count": 50},
+                   headers={"Authorization": f"Bearer {auditor}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["total"] >= 2

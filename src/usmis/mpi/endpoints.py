@@ -9,12 +9,16 @@ routes — ``usmis.app`` includes this router first):
 
 The registrar's API (JSON, base ``/mpi``): the review queue and its decisions, link,
 unlink, merge, split, revert, a person's records and history, stats.  Registrar and admin
-roles only; every change carries a reason.
+roles only; every change carries a reason.  Each of these calls is written to the audit
+chain in its own transaction (if the entry cannot be written, nothing happens): who, which
+source Patients and persons, which operation — the free-text reason stays in the index's
+link history, out of the chain that patients read.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -22,10 +26,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from usmis.access.deps import current_principal
 from usmis.access.model import Principal
+from usmis.audit import service as audit
+from usmis.audit.model import AuditRecord
 from usmis.config import Settings
 from usmis.fhir.context import AccessContext, SystemAccess
 from usmis.kit.db import unit_of_work
@@ -91,6 +97,20 @@ REGISTRAR = Depends(_registrar)
 
 def _actor(principal: Principal) -> str:
     return f"{getattr(principal.role, 'value', principal.role)}:{principal.subject}"
+
+
+def _audit(conn: Connection, request: Request, principal: Principal, action: str, *,
+           patients: list[str] | tuple[str, ...] = (), persons: tuple[str | None, ...] = (),
+           **detail: Any) -> None:
+    """One audit entry for a registrar call, in the call's own transaction."""
+    audit.append(conn, _settings(request), AuditRecord(
+        action=action, subject=principal.subject,
+        role=str(getattr(principal.role, "value", principal.role)),
+        organization_id=principal.organization_id, purpose="HOPERAT", resource_type="Patient",
+        entities=tuple(f"Patient/{p}" for p in patients), patients=tuple(patients),
+        persons=tuple(p for p in persons if p),
+        detail=json.dumps({"mpi": detail}, sort_keys=True, default=str),
+    ))
 
 
 # ---------------------------------------------------------------------------- FHIR operations
@@ -201,8 +221,10 @@ def review_list(
     offset: int = Query(0, ge=0),
     principal: Principal = REGISTRAR,
 ) -> dict[str, Any]:
-    with unit_of_work(_engine(request), write=False) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         items = service.list_review(conn, status=status, limit=limit, offset=offset)
+        _audit(conn, request, principal, "search", patients=[i.patient_id for i in items],
+               persons=tuple(i.candidate_person_key for i in items), operation="review-list")
     return {
         "items": [
             {"id": i.id, "patient_id": i.patient_id, "candidate_person_key":
@@ -222,6 +244,8 @@ def review_decide(
         op = service.decide_review(
             conn, review_id, body.decision, actor=_actor(principal), reason=body.reason
         )
+        _audit(conn, request, principal, "update", operation="review", review_id=review_id,
+               decision=body.decision, operation_id=op)
     return {"review_id": review_id, "decision": body.decision, "operation_id": op}
 
 
@@ -232,6 +256,8 @@ def op_link(
     with unit_of_work(_engine(request), write=True) as conn:
         op = service.link(conn, body.patient_id, body.person_key, actor=_actor(principal),
                           reason=body.reason)  # fmt: skip
+        _audit(conn, request, principal, "update", patients=[body.patient_id],
+               persons=(body.person_key,), operation="link", operation_id=op)
     return {"operation_id": op}
 
 
@@ -241,6 +267,8 @@ def op_unlink(
 ) -> dict[str, Any]:
     with unit_of_work(_engine(request), write=True) as conn:
         person = service.unlink(conn, body.patient_id, actor=_actor(principal), reason=body.reason)
+        _audit(conn, request, principal, "update", patients=[body.patient_id],
+               persons=(person,), operation="unlink")
     return {"person_key": person}
 
 
@@ -251,6 +279,8 @@ def op_merge(
     with unit_of_work(_engine(request), write=True) as conn:
         op = service.merge(conn, body.from_person, body.into_person, actor=_actor(principal),
                            reason=body.reason)  # fmt: skip
+        _audit(conn, request, principal, "update", persons=(body.from_person, body.into_person),
+               operation="merge", operation_id=op)
     return {"operation_id": op}
 
 
@@ -261,6 +291,8 @@ def op_split(
     with unit_of_work(_engine(request), write=True) as conn:
         person = service.split(conn, body.person_key, body.patient_ids, actor=_actor(principal),
                                reason=body.reason)  # fmt: skip
+        _audit(conn, request, principal, "update", patients=body.patient_ids,
+               persons=(body.person_key, person), operation="split")
     return {"person_key": person}
 
 
@@ -270,6 +302,8 @@ def op_revert(
 ) -> dict[str, Any]:
     with unit_of_work(_engine(request), write=True) as conn:
         op = service.revert(conn, body.operation_id, actor=_actor(principal), reason=body.reason)
+        _audit(conn, request, principal, "update", operation="revert",
+               reverted=body.operation_id, operation_id=op)
     return {"operation_id": op}
 
 
@@ -277,10 +311,12 @@ def op_revert(
 def person_detail(
     person_key: str, request: Request, principal: Principal = REGISTRAR
 ) -> dict[str, Any]:
-    with unit_of_work(_engine(request), write=False) as conn:
+    with unit_of_work(_engine(request), write=True) as conn:
         key = service.resolve_person(conn, person_key)
         patients = service.patients_of(conn, key)
         history = {p: service.history(conn, p) for p in patients}
+        _audit(conn, request, principal, "read", patients=patients, persons=(key,),
+               operation="person")
     return {
         "person_key": key,
         "patients": patients,
