@@ -3,8 +3,9 @@
 Workload: an analytical extract written directly in Parquet (the synthetic nation's
 generator makes feeds, not extracts, and at 10M claim lines it would take far longer than
 the rules): ``--claims`` claim lines (default 10M) for ``claims / 5`` people, with
-attachments, stays, dispensations, diagnoses, practitioners, licences, employments,
-tariffs and life events, plus a sprinkling of planted anomalies so every rule has work.
+attachments, capitation payments, stays, dispensations, diagnoses, practitioners,
+licences, employments, tariffs and life events, plus a sprinkling of planted anomalies so
+every rule has work.
 The generation runs in a child process; this process only runs the catalogue, so its peak
 RSS is the catalogue's.  Target (issue 7): <= 5 minutes and <= 4 GB on 2 cores.
 
@@ -249,6 +250,23 @@ def generate(root: Path, n_claims: int, seed: int = 7) -> None:
                 "source_system": pa.array(["attach_reg"] * n_people),
                 "source_record_id": ids("A", pk),
             },
+        ),
+        1,
+    )
+    # the fund's monthly capitation payments: one per polyclinic and month of the window
+    months = [date(START.year + m // 12, m % 12 + 1, 1) for m in range(24)]
+    attached = np.bincount(pk % n_poly, minlength=n_poly)
+    write_part(
+        root,
+        "payments",
+        conform(
+            "payments",
+            [{"payment_id": f"CP{o:05d}-{m:%Y%m}", "kind": "capitation",
+              "provider_id": f"O{o}", "period_month": m, "paid_date": m,
+              "amount": float(attached[o] * 1150), "attached_count": int(attached[o]),
+              "rate": 1150.0, "source_system": "fund_capitation",
+              "source_record_id": f"CP{o:05d}-{m:%Y%m}"}
+             for o in range(n_poly) for m in months],
         ),
         1,
     )

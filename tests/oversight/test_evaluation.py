@@ -66,7 +66,10 @@ def test_cli_extract_run_report(nation: Path, settings: Settings) -> None:
            "USMIS_DATABASE_URL": settings.resolved_database_url}
     res = runner.invoke(app, ["oversight", "extract", "--nation", str(nation)], env=env)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["builder"] == "nation-dev"
+    built = json.loads(res.stdout)
+    assert built["builder"] == "nation-dev"
+    # the fund's capitation payments: one per polyclinic and month
+    assert built["rows"]["payments"] > 0
     res = runner.invoke(app, ["oversight", "run", "--format", "json"], env=env)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)

@@ -88,6 +88,30 @@ def test_real_path_finds_what_was_planted(settings: Settings, nation: Path) -> N
             failures.append(f"{scheme}: amount ratio {row['amount_ratio']}")
     assert not failures, failures
     _each_source_record_once(extract_dir(settings))
+    _capitation_paid_as_sent(extract_dir(settings), nation)
+
+
+def _capitation_paid_as_sent(root: Path, nation: Path) -> None:
+    """The fund's capitation payments (CSV → PaymentReconciliation → payments) arrive
+    whole: one row per polyclinic and month, with its count, rate and amount."""
+    sources = json.loads((nation / "sources.json").read_text())
+    sources = sources if isinstance(sources, list) else sources["sources"]
+    (src,) = [s for s in sources if s["id"] == "fund_capitation"]
+    files = ", ".join(f"'{(nation / f).as_posix()}'" for f in dict.fromkeys(src["files"]))
+    con = duckdb.connect()
+    sent = con.execute(
+        f"SELECT count(*), sum(amount), sum(attached_count) FROM read_csv([{files}], "
+        "header = true, all_varchar = false)").fetchone()
+    got = con.execute(
+        f"SELECT count(*), sum(amount), sum(attached_count), min(rate), "
+        f"count(*) FILTER (WHERE provider_id IS NULL OR period_month IS NULL) "
+        f"FROM read_parquet('{(root / 'payments').as_posix()}/*.parquet') "
+        "WHERE kind = 'capitation'").fetchone()
+    assert sent is not None
+    assert got is not None
+    assert sent[0] > 0
+    assert got[:3] == (sent[0], pytest.approx(sent[1]), sent[2])
+    assert got[3:] == (1150.0, 0)
 
 
 def _each_source_record_once(root: Path) -> None:

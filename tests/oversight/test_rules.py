@@ -96,6 +96,37 @@ def test_phantom_attachment_dead_emigrated_and_never_seen(tmp_path: Path) -> Non
     assert found["att-ghost-new"]["amount_at_risk"] == pytest.approx(3000)
 
 
+def test_phantom_attachment_values_each_month_at_the_rate_paid(tmp_path: Path) -> None:
+    """The paid capitation rate of that polyclinic and month wins over the tariff; a month
+    the extract holds no payment for falls back to the tariff."""
+    b = ExtractBuilder()
+    b.org("PC")
+    b.org("PC2")
+    b.tariff("CAPITA", 1000, kind="capitation")
+    b.person("dead", died="2025-06-15")  # at risk: 1 Jul .. 1 Dec 2025 (6 months)
+    b.add("attachments", attachment_id="att-dead", person_key="dead", org_id="PC",
+          start_date=d("2020-01-01"), end_date=None)
+    for month in ("2025-07-01", "2025-08-01", "2025-09-01"):  # paid at 1 200
+        b.add("payments", payment_id=f"cap-{month}", kind="capitation", provider_id="PC",
+              period_month=d(month), paid_date=d(month), amount=120_000.0,
+              attached_count=100, rate=1200.0)
+    # no rate column: amount / attached people (1 300)
+    b.add("payments", payment_id="cap-oct", kind="capitation", provider_id="PC",
+          period_month=d("2025-10-01"), paid_date=d("2025-10-01"), amount=130_000.0,
+          attached_count=100, rate=None)
+    # another polyclinic's payment and a claim payment do not count
+    b.add("payments", payment_id="cap-other", kind="capitation", provider_id="PC2",
+          period_month=d("2025-11-01"), amount=900_000.0, attached_count=100, rate=9000.0)
+    b.add("payments", payment_id="pay-claim", kind="claim", claim_id="c1", provider_id="PC",
+          paid_date=d("2025-11-01"), amount=5000.0)
+    (f,) = run(b, tmp_path, "phantom_attachment")
+    # Jul-Sep at 1 200, Oct at 1 300, Nov and Dec at the tariff's 1 000
+    assert f["amount_at_risk"] == pytest.approx(3 * 1200 + 1300 + 2 * 1000)
+    (ev,) = json.loads(f["evidence"])
+    assert (ev["months"], ev["paid_months"]) == (6, 4)
+    assert ev["rate"] == pytest.approx(6900 / 6)
+
+
 def test_impossible_day_patients_and_minutes(tmp_path: Path) -> None:
     b = ExtractBuilder()
     b.org("PC")

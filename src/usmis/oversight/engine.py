@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from usmis.oversight.catalogue import FINDING_COLUMNS, Rule
 from usmis.oversight.extract.schema import TABLES
-from usmis.oversight.extract.writer import increments, table_parts
+from usmis.oversight.extract.writer import NEWEST, increments, parquet_list, table_parts
 
 # Views every rule may use besides the extract tables themselves.
 _HELPER_VIEWS = """
@@ -85,15 +85,14 @@ def open_extract(
                 con.register(f"_empty_{name}", schema.empty_table())
                 con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
                 continue
-            files = ", ".join(f"'{p.as_posix()}'" for p in parts)
+            files = parquet_list(parts)
             if increments(parts) == 1:
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}])")
+                con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({files})")
             else:
-                # Incremental parts: the newest version of each source record wins.
+                # Incremental parts: the current version of each source record wins.
                 con.execute(
-                    f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}]) "
-                    "QUALIFY row_number() OVER (PARTITION BY source_system, source_record_id "
-                    "ORDER BY last_updated DESC NULLS LAST) = 1"
+                    f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename) FROM ("
+                    f"SELECT * FROM read_parquet({files}, filename = true) {NEWEST})"
                 )
         con.execute(_HELPER_VIEWS)
         yield con

@@ -3,7 +3,7 @@
 Which FHIR element feeds which extract column is the contract with ingestion's mappers;
 docs/oversight.md has the table (Patient, EpisodeOfCare "attachment", Encounter,
 Condition, MedicationDispense, Observation "laboratory", DiagnosticReport (the lab order a
-claim bills), Practitioner, PractitionerRole, Organization, Claim).
+claim bills), Practitioner, PractitionerRole, Organization, Claim, PaymentReconciliation).
 
 Direct identifiers are never copied: only the listed elements are read, birth dates are
 cut to year and month, and people are referred to by the pseudonym the caller supplies.
@@ -207,6 +207,65 @@ def claim_rows(res: dict[str, Any], person_of: PersonOf, org_of: Callable[[str |
                                      "person_key": person, "org_id": provider,
                                      "diagnosis_date": first_day, "icd10": icd})
     return out
+
+
+def _money(value: Any) -> float | None:
+    """A Money's (or a bare number's) value in tenge."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def payment_rows(res: dict[str, Any], org_of: Callable[[str | None], str | None],
+                 claim_of: Callable[[str], str | None]) -> list[Row]:
+    """PaymentReconciliation → payments: one row per ``detail`` naming a paid claim (kind
+    'claim'), or, without details, the capitation payment the fund_capitation mapping
+    writes (requestor = the polyclinic's BIN, period.start / paymentDate = the month,
+    extensions attached-count and capitation-rate).  A detail's ``request`` names the claim
+    by its source identifier or as ``Claim/<id>``, which ``claim_of`` turns into the
+    claim's ``claim_id``."""
+    base = _base(res, "payment")
+    pid = f"{base['source_system']}|{base['source_record_id']}"
+    provider = org_of(_ref_id(res.get("requestor"), "Organization"))
+    paid = _day(res.get("paymentDate"))
+    details = [d for d in res.get("detail") or [] if isinstance(d, dict)]
+    if not details:
+        count = _ext(res, "attached-count")
+        month = _day((res.get("period") or {}).get("start")) or paid
+        return [{**base, "payment_id": pid, "kind": "capitation", "claim_id": None,
+                 "provider_id": provider,
+                 "period_month": month.replace(day=1) if month else None, "paid_date": paid,
+                 "amount": _money(res.get("paymentAmount")),
+                 "attached_count": int(count) if isinstance(count, int | float) else None,
+                 "rate": _money(_ext(res, "capitation-rate"))}]
+    out = []
+    for n, detail in enumerate(details, 1):
+        rec = f"{base['source_record_id']}#{n}"
+        out.append({**base, "source_record_id": rec,
+                    "payment_id": f"{base['source_system']}|{rec}", "kind": "claim",
+                    "claim_id": _claim_ref(detail.get("request"), claim_of),
+                    "provider_id": org_of(_ref_id(detail.get("payee"), "Organization"))
+                    or provider,
+                    "period_month": None, "paid_date": _day(detail.get("date")) or paid,
+                    "amount": _money(detail.get("amount")), "attached_count": None,
+                    "rate": None})
+    return out
+
+
+def _claim_ref(ref: Any, claim_of: Callable[[str], str | None]) -> str | None:
+    ident = ref.get("identifier") if isinstance(ref, dict) else None
+    system = str((ident or {}).get("system") or "")
+    if system.startswith(SOURCE_PREFIX) and (ident or {}).get("value"):
+        return f"{system[len(SOURCE_PREFIX):].split('/')[0]}|{(ident or {})['value']}"
+    rid = _ref_id({"reference": ref.get("reference")}, "Claim") if isinstance(ref, dict) else None
+    return claim_of(rid) if rid else None
+
+
+def claim_key(res: dict[str, Any]) -> str:
+    """The ``claim_id`` a Claim's lines carry (``system|record``; lines of a claim with
+    several items add ``#n``)."""
+    base = _base(res, "claim")
+    return f"{base['source_system']}|{base['source_record_id']}"
 
 
 def life_event_rows(res: dict[str, Any], person_of: PersonOf) -> list[Row]:

@@ -324,6 +324,7 @@ def build_tables(nation: Nation, key: bytes,
                     "practitioner_id": r.get(pr_c) or None, "dispense_date": when,
                     "atc": code, "quantity": qty, "days_supply": int(days) if days else None}
     t["claims"] = list(claims.values())
+    t["payments"] = _capitation(nation)
     t["stays"] = list(stays.values())
     t["dispensations"] = list(dispensations.values())
     # diagnoses recorded by polyclinics (FHIR) and hospitals (HL7 DG1) ----------------------
@@ -331,6 +332,27 @@ def build_tables(nation: Nation, key: bytes,
     diagnoses += _hl7_diagnoses(nation, alias)
     t["diagnoses"] = diagnoses
     return t
+
+
+def _capitation(nation: Nation) -> list[Row]:
+    """The fund's monthly capitation payments (one row per polyclinic and month).  The
+    nation has no feed of claim payments, so kind 'claim' stays empty on this path."""
+    s = "fund_capitation"
+    if s not in nation.sources:
+        return []
+    out: dict[str, Row] = {}
+    for r in nation.rows(s):
+        pid, month = r.get("payment_id"), nation.day(s, f"{r.get('month') or ''}-01")
+        if not pid or month is None:
+            continue
+        count = nation.num(s, r.get("attached_count"))
+        out[pid] = {"source_system": s, "source_record_id": pid, "payment_id": f"{s}|{pid}",
+                    "kind": "capitation", "claim_id": None,
+                    "provider_id": r.get("provider_bin") or None, "period_month": month,
+                    "paid_date": month, "amount": nation.num(s, r.get("amount")),
+                    "attached_count": int(count) if count is not None else None,
+                    "rate": nation.num(s, r.get("rate_kzt"))}
+    return list(out.values())
 
 
 def _fhir_conditions(nation: Nation, alias: Any) -> list[Row]:

@@ -153,11 +153,18 @@ TABLES: dict[str, pa.Schema] = {
         ("record_id", _STR),  # the clinical record the claim is for
         ("billing_system", _STR),  # the provider system that produced the claim
     ),
+    # Money the fund paid: for a claim (kind 'claim', claim_id set) or per-capita funding of
+    # a polyclinic for one month (kind 'capitation': attached_count people × rate).
     "payments": _schema(
         ("payment_id", _STR),
-        ("claim_id", _STR),
+        ("kind", _STR),  # claim | capitation
+        ("claim_id", _STR),  # the claim paid (as claims.claim_id names it); NULL: capitation
+        ("provider_id", _STR),  # BIN of the organisation paid
+        ("period_month", _DATE),  # capitation: first day of the month paid for
         ("paid_date", _DATE),
-        ("amount", _NUM),
+        ("amount", _NUM),  # tenge paid
+        ("attached_count", _INT),  # capitation: people attached on the month's first day
+        ("rate", _NUM),  # capitation: tenge per person-month
     ),
 }
 

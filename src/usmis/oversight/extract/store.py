@@ -5,8 +5,12 @@ Reads every resource type the rules need through the FHIR service API
 index's current links (``mpi_link``: source Patient → person key), maps them with
 :mod:`.fhir_map` and writes one new Parquet part per table.  Only what changed since the
 last run is read (the watermark is the newest ``meta.lastUpdated`` seen, kept in
-``oversight_watermark``); readers keep the newest version of each source record.  After a
-patient-index relink, run with ``full=True``: links change without the resources changing.
+``oversight_watermark``); readers keep the newest version of each source record.  Links
+change without the resources changing: the rows of a source Patient whose patient-index
+link moved since the previous run (``mpi_link_event``: merge, split, unlink, relink,
+revert, a registrar's link) are written again with the new person key (:func:`_rekey`;
+the links' own watermark is a second ``oversight_watermark`` row).  ``full=True``
+re-reads everything.
 
 The person key in the extract is HMAC(oversight key, MPI person key); the mapping back is
 kept in ``oversight_pseudonym`` for the audited re-identification only.
@@ -19,26 +23,36 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
+from usmis.kit.errors import UsmisError
 from usmis.oversight import audit_bridge, model
 from usmis.oversight import repository as repo
 from usmis.oversight.extract import fhir_map as fm
+from usmis.oversight.extract.schema import TABLES
 from usmis.oversight.extract.writer import (
     Manifest,
     conform,
+    latest_rows,
     read_manifest,
     write_manifest,
     write_part,
 )
 
+if TYPE_CHECKING:
+    from usmis.fhir.service import FhirService
+
 TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "EpisodeOfCare",
          "Encounter", "Condition", "MedicationDispense", "Observation", "DiagnosticReport",
-         "Claim", "ChargeItemDefinition", "MedicationKnowledge")
+         "Claim", "PaymentReconciliation", "ChargeItemDefinition", "MedicationKnowledge")
+# The types of a source Patient's compartment that give extract rows (see _relinked).
+COMPARTMENT = ("Patient", "EpisodeOfCare", "Encounter", "Condition", "MedicationDispense",
+               "Observation", "Claim")
 
 
 def _last_updated(res: dict[str, Any]) -> datetime | None:
@@ -61,6 +75,7 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
 
     root = out or extract_dir(settings)
     name = str(root.resolve())[-64:]
+    links_name = "links|" + name[-58:]
     key = model.load_or_create_key(key_path(settings))
     engine = make_engine(settings.resolved_database_url)
     rows: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -75,18 +90,24 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
             if manifest is None and root.exists():
                 shutil.rmtree(root)
                 since = None
+            # Link changes first, then the links: a change made in between is read again
+            # next time rather than missed.
+            links_since = None if since is None else (
+                _aware(repo.get_watermark(conn, links_name)) or since)
+            moved, merged, links_mark = _link_changes(conn, links_since)
             # The patient index's current links, read in bulk (one query, not one per record).
             links = {r.patient_id: r.person_key for r in conn.execute(
                 sa.select(mpi_link.c.patient_id, mpi_link.c.person_key))}
             svc = FhirService(conn, keyring_for(settings.resolved_key_file))
 
-            def person_of(patient_id: str | None) -> str | None:
-                person = links.get(patient_id or "")
-                if person is None:
-                    return None
+            def alias_of(person: str) -> str:
                 alias = model.pseudonym(key, person)
                 pseudonyms[alias] = person
                 return alias
+
+            def person_of(patient_id: str | None) -> str | None:
+                person = links.get(patient_id or "")
+                return None if person is None else alias_of(person)
 
             # Organizations are few: always read all, so references resolve to BINs.
             org_bin: dict[str, str] = {}
@@ -120,6 +141,17 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
             def linked(alias: str) -> bool:
                 return cluster.get(pseudonyms.get(alias, ""), 0) > 1
 
+            # Claim resource id → claim_id, for payments naming a claim as Claim/<id>.
+            claim_ids: dict[str, str] = {}
+
+            def claim_of(res_id: str) -> str | None:
+                if res_id not in claim_ids:
+                    try:
+                        claim_ids[res_id] = fm.claim_key(svc.read("Claim", res_id))
+                    except UsmisError:
+                        return None
+                return claim_ids[res_id]
+
             for rtype in TYPES[2:]:
                 for res in svc.iter_resources(rtype, since=since):
                     stamp = _last_updated(res)
@@ -127,6 +159,11 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                         continue  # already in an earlier increment
                     if stamp and (newest is None or stamp > newest):
                         newest = stamp
+                    if rtype == "Claim":
+                        claim_ids[str(res.get("id"))] = fm.claim_key(res)
+                    elif rtype == "PaymentReconciliation":
+                        _stamp(fm.payment_rows(res, org_of, claim_of), stamp, rows["payments"])
+                        continue
                     if rtype == "DiagnosticReport":  # the lab order lab claims bill
                         record, alias = fm.report_record(res, person_of)
                         if alias:
@@ -143,13 +180,27 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                                     record_person.setdefault(
                                         f"{row['source_system']}|{row['source_record_id']}",
                                         row["person_key"])
+            # Links that changed since the last run: the rows of each moved record, under
+            # the person key it had then (a merged person: its rows wherever they are).
+            def mapper(rtype: str, res: dict[str, Any],
+                       into: defaultdict[str, list[dict[str, Any]]], stamp: datetime | None
+                       ) -> None:
+                _map(rtype, res, into, person_of, org_of, prac_of, stamp)
+
+            was = {p: model.pseudonym(key, old) if old else None for p, old in moved.items()}
+            relinked = _relinked(svc, was, since, mapper)
+            merged_aliases = {model.pseudonym(key, old): alias_of(new)
+                              for old, new in merged.items()}
             repo.save_pseudonyms(conn, sorted(pseudonyms.items()))
             repo.set_watermark(conn, name, newest or since)
+            repo.set_watermark(conn, links_name, links_mark or links_since)
             audit_bridge.record_extract(
                 conn, settings, {t: len(r) for t, r in rows.items()},
                 since.isoformat() if since else "")
     finally:
         engine.dispose()
+    for table, table_rows in _rekey(root, relinked, merged_aliases).items():
+        rows[table].extend(table_rows)  # after this run's own rows: those win
     previous = read_manifest(root)
     seq = (previous.parts if previous else 0) + 1
     counts: dict[str, int] = dict(previous.rows) if previous else {}
@@ -168,6 +219,115 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
     )
     write_manifest(root, manifest)
     return manifest
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite keeps naive UTC; PostgreSQL returns aware timestamps."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _link_changes(conn: sa.Connection, since: datetime | None
+                  ) -> tuple[dict[str, str | None], dict[str, str], datetime | None]:
+    """What the patient index changed after ``since``: the source Patients whose link moved
+    (→ the person they had before), the persons merged away (→ the person they are now),
+    and the time of the newest change of all (the next links watermark).  Nothing when
+    ``since`` is None: a full run reads everything.
+
+    Every link change is a row of ``mpi_link_event`` with its time: merge, split, unlink,
+    relink, revert, a registrar's link.  A record's *first* link (action ``link`` without a
+    previous person) is left out: the patient index makes it when the Patient is stored
+    (ingest, same transaction), so the Patient and its compartment are new resources that
+    the ``lastUpdated`` scan reads anyway.
+    """
+    from usmis.mpi.service import resolve_person
+    from usmis.mpi.tables import link_event as ev
+
+    mark = _aware(conn.execute(sa.select(sa.func.max(ev.c.at))).scalar())
+    if since is None:
+        return {}, {}, mark
+    first_link = sa.and_(ev.c.action == "link", ev.c.previous_person_key.is_(None))
+    moved: dict[str, str | None] = {}
+    merged: dict[str, str] = {}
+    for row in conn.execute(
+            sa.select(ev.c.action, ev.c.patient_id, ev.c.previous_person_key)
+            .where(ev.c.at > since, sa.not_(first_link)).order_by(ev.c.at, ev.c.id)):
+        if row.patient_id is not None:
+            moved.setdefault(row.patient_id, row.previous_person_key)  # the earliest
+        elif row.action == "merge-person" and row.previous_person_key:
+            merged[row.previous_person_key] = ""
+    for old in list(merged):
+        merged[old] = resolve_person(conn, old)
+        if merged[old] == old:  # merged and reverted since
+            del merged[old]
+    return moved, merged, mark
+
+
+Mapper = Callable[[str, dict[str, Any], defaultdict[str, list[dict[str, Any]]], datetime | None],
+                  None]
+
+
+def _relinked(svc: FhirService, moved: dict[str, str | None], since: datetime | None,
+              mapper: Mapper) -> list[tuple[str, dict[str, Any], str | None]]:
+    """(table, row under the new link, the person key it had before) for every row of the
+    moved Patients' compartments (``Patient/$everything``) that an earlier increment holds
+    (``lastUpdated`` at or before ``since``; newer ones are this run's own rows)."""
+    out: list[tuple[str, dict[str, Any], str | None]] = []
+    for patient_id, old in moved.items():
+        scratch: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        offset = 0
+        while True:
+            try:
+                page, total = svc.everything(patient_id, types=list(COMPARTMENT),
+                                             count=500, offset=offset)
+            except UsmisError:  # the Patient is gone: nothing of it to re-key
+                break
+            for stored in page:
+                res = orjson.loads(stored.body) if stored.body else None
+                stamp = _last_updated(res) if res else None
+                if res and (since is None or stamp is None or stamp <= since):
+                    mapper(stored.resource_type, res, scratch, stamp)
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        out += [(table, row, old) for table, items in scratch.items() for row in items]
+    return out
+
+
+def _rekey(root: Path, relinked: list[tuple[str, dict[str, Any], str | None]],
+           merged: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """The extract's current rows whose person changed, with the new person key.
+
+    A row is rewritten from the extract itself, not from its resource mapped again: a
+    stay or a dispensation is one row merged from the clinical resource and the fund's
+    claim (:func:`merge_records`), and only one of the two may belong to a moved record.
+    Its person changes when it is the moved record's old person (a row whose person came
+    from elsewhere — the clinical record beside a moved fund claim, a claim that took the
+    person of the record it bills — keeps it), or a person merged away.  A moved record's
+    row that no increment holds yet (its Patient was not linked then) is added as mapped.
+    """
+    want: defaultdict[str, dict[tuple[str, str], tuple[str | None, dict[str, Any]]]] = \
+        defaultdict(dict)
+    for table, row, old in relinked:
+        want[table][(row["source_system"], row["source_record_id"])] = (old, row)
+    out: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for table, schema in TABLES.items():
+        if "person_key" not in schema.names or not (want.get(table) or merged):
+            continue
+        wanted = want.get(table, {})
+        seen = set()
+        for row in latest_rows(root, table, list(wanted), list(merged)):
+            record = (row["source_system"], row["source_record_id"])
+            seen.add(record)
+            old_row = wanted.get(record)
+            if old_row is not None and row["person_key"] == old_row[0]:
+                row["person_key"] = old_row[1]["person_key"]
+            elif row["person_key"] in merged:
+                row["person_key"] = merged[row["person_key"]]
+            else:
+                continue
+            out[table].append(row)
+        out[table] += [mapped for record, (_, mapped) in wanted.items() if record not in seen]
+    return out
 
 
 # The clinical resources whose rows name the source record a claim line bills.

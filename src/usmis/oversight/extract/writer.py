@@ -96,3 +96,51 @@ def table_parts(root: Path, name: str) -> list[Path]:
 def increments(parts: list[Path]) -> int:
     """How many extract runs wrote these parts (more than one: versions must be merged)."""
     return len({p.name.split("-")[1] for p in parts})
+
+
+def parquet_list(parts: list[Path]) -> str:
+    return "[" + ", ".join(f"'{p.as_posix()}'" for p in parts) + "]"
+
+
+# The current version of each source record across increments: the newest last_updated,
+# on a tie the later increment (a row written again after its person's link changed keeps
+# its last_updated).  Needs ``read_parquet(..., filename = true)``.
+NEWEST = ("QUALIFY row_number() OVER (PARTITION BY source_system, source_record_id "
+          "ORDER BY last_updated DESC NULLS LAST, filename DESC) = 1")
+
+
+def latest_rows(root: Path, name: str, records: list[tuple[str, str]],
+                persons: list[str]) -> list[dict[str, Any]]:
+    """The current rows of table ``name`` for these (source_system, source_record_id)
+    records, and those whose current person is one of ``persons``."""
+    import duckdb
+
+    parts = table_parts(root, name)
+    if not parts or not (records or persons):
+        return []
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        con.register("wanted", pa.table({
+            "s": pa.array([r[0] for r in records], pa.string()),
+            "r": pa.array([r[1] for r in records], pa.string())}))
+        con.register("olds", pa.table({"p": pa.array(persons, pa.string())}))
+        files = parquet_list(parts)
+        sql = f"""
+            WITH hit AS (
+                SELECT source_system AS s, source_record_id AS r FROM read_parquet({files})
+                WHERE person_key IN (SELECT p FROM olds)
+                UNION SELECT s, r FROM wanted
+            ), current AS (
+                SELECT * FROM read_parquet({files}, filename = true) t
+                SEMI JOIN hit ON t.source_system = hit.s AND t.source_record_id = hit.r
+                {NEWEST}
+            )
+            SELECT c.* EXCLUDE (filename) FROM current c
+            WHERE EXISTS (SELECT 1 FROM wanted w
+                          WHERE w.s = c.source_system AND w.r = c.source_record_id)
+               OR c.person_key IN (SELECT p FROM olds)
+        """
+        rows: list[dict[str, Any]] = con.sql(sql).to_arrow_table().to_pylist()
+        return rows
+    finally:
+        con.close()
