@@ -52,7 +52,7 @@ TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "Episode
          "Claim", "PaymentReconciliation", "ChargeItemDefinition", "MedicationKnowledge")
 # The types of a source Patient's compartment that give extract rows (see _relinked).
 COMPARTMENT = ("Patient", "EpisodeOfCare", "Encounter", "Condition", "MedicationDispense",
-               "Observation", "Claim")
+               "Observation", "DiagnosticReport", "Claim")
 
 
 def _last_updated(res: dict[str, Any]) -> datetime | None:
@@ -180,17 +180,24 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                                     record_person.setdefault(
                                         f"{row['source_system']}|{row['source_record_id']}",
                                         row["person_key"])
-            # Links that changed since the last run: the rows of each moved record, under
-            # the person key it had then (a merged person: its rows wherever they are).
+            # Links that changed since the last run: rows written again with a new person.
             def mapper(rtype: str, res: dict[str, Any],
                        into: defaultdict[str, list[dict[str, Any]]], stamp: datetime | None
                        ) -> None:
                 _map(rtype, res, into, person_of, org_of, prac_of, stamp)
 
-            was = {p: model.pseudonym(key, old) if old else None for p, old in moved.items()}
-            relinked = _relinked(svc, was, since, mapper)
-            merged_aliases = {model.pseudonym(key, old): alias_of(new)
-                              for old, new in merged.items()}
+            def own_person(claim: dict[str, Any]) -> str | None:
+                found = svc.search_ids("Claim", f"identifier={fm.SOURCE_PREFIX}"
+                                       f"{claim['source_system']}/claim|"
+                                       f"{_claim_key(claim).split('|', 1)[1]}", limit=1)
+                if not found:
+                    return None
+                patient = (svc.read("Claim", found[0]).get("patient") or {}).get("reference")
+                return person_of(str(patient or "").rpartition("/")[2])
+
+            rekeyed = _relinked_rows(
+                root, svc, links, moved, merged, since, mapper=mapper, alias=alias_of,
+                linked=linked, own_person=own_person, key=key)
             repo.save_pseudonyms(conn, sorted(pseudonyms.items()))
             repo.set_watermark(conn, name, newest or since)
             repo.set_watermark(conn, links_name, links_mark or links_since)
@@ -199,7 +206,7 @@ def build_store_extract(settings: Settings, *, out: Path | None = None, full: bo
                 since.isoformat() if since else "")
     finally:
         engine.dispose()
-    for table, table_rows in _rekey(root, relinked, merged_aliases).items():
+    for table, table_rows in rekeyed.items():
         rows[table].extend(table_rows)  # after this run's own rows: those win
     previous = read_manifest(root)
     seq = (previous.parts if previous else 0) + 1
@@ -266,18 +273,21 @@ Mapper = Callable[[str, dict[str, Any], defaultdict[str, list[dict[str, Any]]], 
                   None]
 
 
-def _relinked(svc: FhirService, moved: dict[str, str | None], since: datetime | None,
-              mapper: Mapper) -> list[tuple[str, dict[str, Any], str | None]]:
-    """(table, row under the new link, the person key it had before) for every row of the
-    moved Patients' compartments (``Patient/$everything``) that an earlier increment holds
-    (``lastUpdated`` at or before ``since``; newer ones are this run's own rows)."""
-    out: list[tuple[str, dict[str, Any], str | None]] = []
-    for patient_id, old in moved.items():
-        scratch: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+# (resource type, extract table, row under the current links, person key it had before)
+Mapped = tuple[str, str, dict[str, Any], str | None]
+
+
+def _relinked(svc: FhirService, patients: dict[str, str | None], since: datetime | None,
+              mapper: Mapper, types: tuple[str, ...] = COMPARTMENT) -> list[Mapped]:
+    """The rows of these Patients' compartments (``Patient/$everything``) that an earlier
+    increment holds (``lastUpdated`` at or before ``since``; newer ones are this run's
+    own rows), clinical resources' rows before claims' (as in :func:`merge_records`)."""
+    out: list[Mapped] = []
+    for patient_id, old in patients.items():
         offset = 0
         while True:
             try:
-                page, total = svc.everything(patient_id, types=list(COMPARTMENT),
+                page, total = svc.everything(patient_id, types=list(types),
                                              count=500, offset=offset)
             except UsmisError:  # the Patient is gone: nothing of it to re-key
                 break
@@ -285,50 +295,122 @@ def _relinked(svc: FhirService, moved: dict[str, str | None], since: datetime | 
                 res = orjson.loads(stored.body) if stored.body else None
                 stamp = _last_updated(res) if res else None
                 if res and (since is None or stamp is None or stamp <= since):
+                    scratch: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
                     mapper(stored.resource_type, res, scratch, stamp)
+                    out += [(stored.resource_type, table, row, old)
+                            for table, items in scratch.items() for row in items]
             offset += len(page)
             if not page or offset >= total:
                 break
-        out += [(table, row, old) for table, items in scratch.items() for row in items]
-    return out
+    return sorted(out, key=lambda m: m[0] == "Claim")
 
 
-def _rekey(root: Path, relinked: list[tuple[str, dict[str, Any], str | None]],
-           merged: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    """The extract's current rows whose person changed, with the new person key.
+def _relinked_rows(root: Path, svc: FhirService, links: dict[str, str],
+                   moved: dict[str, str | None], merged: dict[str, str], since: datetime | None,
+                   *, mapper: Mapper, alias: Callable[[str], str], linked: Callable[[str], bool],
+                   own_person: Callable[[dict[str, Any]], str | None], key: bytes
+                   ) -> dict[str, list[dict[str, Any]]]:
+    """The rows whose person a link change altered, with their new person key.
+
+    ``moved``: source Patient → the person it had at the previous run; ``merged``: person
+    merged away → the person it is now.  Besides the moved records' own rows, a fund
+    claim's person depends on the record it bills (:func:`_billed_person`: that record's
+    person when it joins more than one source record, else the claim's own), so the
+    clinical records of every person that gained or lost a record are read as well.
+    """
+    if not moved:
+        return {}
+    rows = _relinked(svc, {p: model.pseudonym(key, o) if o else None for p, o in moved.items()},
+                     since, mapper)
+    changed = {links[p] for p in moved if p in links} | {o for o in moved.values() if o}
+    members = dict.fromkeys(sorted(p for p, person in links.items()
+                                   if person in changed and p not in moved))
+    records: dict[str, str | None] = {}  # clinical record "system|id" → its person now
+    for rtype, table, row, _ in rows + _relinked(svc, members, since, mapper,
+                                                 types=_BILLING_TYPES):
+        if table in _BILLED and rtype != "Claim":
+            records.setdefault(f"{row['source_system']}|{row['source_record_id']}",
+                               row.get("person_key"))
+    return _rekey(root, rows, {model.pseudonym(key, o): alias(n) for o, n in merged.items()},
+                  records, {r: p if p and linked(p) else None for r, p in records.items()},
+                  own_person)
+
+
+def _rekey(root: Path, relinked: list[Mapped], merged: dict[str, str],
+           records: dict[str, str | None], billed: dict[str, str | None],
+           own_person: Callable[[dict[str, Any]], str | None]
+           ) -> dict[str, list[dict[str, Any]]]:
+    """The extract's current rows whose person changed, with the new person key: the
+    person a full run would give them now.
 
     A row is rewritten from the extract itself, not from its resource mapped again: a
     stay or a dispensation is one row merged from the clinical resource and the fund's
-    claim (:func:`merge_records`), and only one of the two may belong to a moved record.
-    Its person changes when it is the moved record's old person (a row whose person came
-    from elsewhere — the clinical record beside a moved fund claim, a claim that took the
-    person of the record it bills — keeps it), or a person merged away.  A moved record's
-    row that no increment holds yet (its Patient was not linked then) is added as mapped.
+    claim (:func:`merge_records`), of which only one may belong to a moved record.  Such a
+    row has its clinical record's person (``records``).  A claim billing a record of
+    ``billed`` takes that record's person (``None``: not linked to any other record, so
+    the person of the claim's own Patient, ``own_person``), and so do the diagnoses it
+    carries.  Any other row of a moved record changes when it carries the person the
+    record had before; a row carrying a person merged away takes the one it merged into.
+    A moved record's row that no increment holds yet (its Patient was not linked then) is
+    added as mapped.
     """
     want: defaultdict[str, dict[tuple[str, str], tuple[str | None, dict[str, Any]]]] = \
         defaultdict(dict)
-    for table, row, old in relinked:
-        want[table][(row["source_system"], row["source_record_id"])] = (old, row)
+    for _, table, row, old in relinked:  # the clinical record's row first
+        want[table].setdefault((row["source_system"], row["source_record_id"]), (old, row))
     out: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
-    for table, schema in TABLES.items():
-        if "person_key" not in schema.names or not (want.get(table) or merged):
+    claim_person: dict[str, str] = {}  # "system|claim" → the person its bill gives it
+    for table in sorted(TABLES, key=lambda t: t != "claims"):  # claims before diagnoses
+        if "person_key" not in TABLES[table].names:
             continue
         wanted = want.get(table, {})
+        bills = billed if table == "claims" else {}
+        dx = claim_person if table == "diagnoses" else {}
+        where = {"person_key": sorted(merged), "record_id": sorted(bills),
+                 _CLAIM_OF_DIAGNOSIS: sorted(dx)}
+        if not (wanted or any(where.values())):
+            continue
         seen = set()
-        for row in latest_rows(root, table, list(wanted), list(merged)):
+        for row in latest_rows(root, table, list(wanted), where):
             record = (row["source_system"], row["source_record_id"])
             seen.add(record)
             old_row = wanted.get(record)
-            if old_row is not None and row["person_key"] == old_row[0]:
-                row["person_key"] = old_row[1]["person_key"]
-            elif row["person_key"] in merged:
-                row["person_key"] = merged[row["person_key"]]
+            clinical = records.get("|".join(record)) if table in _MERGED else None
+            new: str | None
+            if row.get("record_id") in bills:
+                new = bills[row["record_id"]] or own_person(row)
+                if new is not None:
+                    claim_person[_claim_key(row)] = new
+            elif _claim_key(row) in dx:
+                new = dx[_claim_key(row)]
+            elif clinical is not None:
+                new = clinical
+            elif old_row is not None and row["person_key"] == old_row[0]:
+                new = old_row[1]["person_key"]
             else:
-                continue
-            out[table].append(row)
+                new = merged.get(row["person_key"], row["person_key"])
+            if new is not None and new != row["person_key"]:
+                row["person_key"] = new
+                out[table].append(row)
         out[table] += [mapped for record, (_, mapped) in wanted.items() if record not in seen]
     return out
 
+
+def _claim_key(row: dict[str, Any]) -> str:
+    """``system|claim record`` of a claim line or of a diagnosis a claim carries."""
+    record = str(row["source_record_id"]).split("#dx")[0].split("#")[0]
+    return f"{row['source_system']}|{record}"
+
+
+# A claim's diagnosis rows (fhir_map.claim_rows: "<claim record>#dx<n>") → "system|claim".
+_CLAIM_OF_DIAGNOSIS = ("CASE WHEN contains(source_record_id, '#dx') THEN source_system || '|' "
+                       "|| regexp_replace(source_record_id, '#dx[0-9]+$', '') END")
+
+# The rows (of moved records) a claim line may bill: see _billed_person.
+_BILLED = ("encounters", "dispensations", "lab_tests", "lab_orders")
+_BILLING_TYPES = ("Encounter", "MedicationDispense", "Observation", "DiagnosticReport")
+# Tables whose row merges a clinical record and the fund's claim for it (merge_records).
+_MERGED = ("stays", "dispensations")
 
 # The clinical resources whose rows name the source record a claim line bills.
 _CLINICAL = {"Encounter": ("encounters",), "MedicationDispense": ("dispensations",),
@@ -443,6 +525,11 @@ def _map(rtype: str, res: dict[str, Any], rows: defaultdict[str, list[dict[str, 
     elif rtype == "Observation":
         add("lab_tests", fm.observation_rows(res, person_of, org_of))
         add("life_events", fm.life_event_rows(res, person_of))
+    elif rtype == "DiagnosticReport":  # not an extract table: the lab order claims bill
+        record, person_key = fm.report_record(res, person_of)
+        system, _, order = record.partition("|")
+        add("lab_orders", [{"source_system": system, "source_record_id": order,
+                            "person_key": person_key}])
     elif rtype == "Claim":
         for table, items in fm.claim_rows(res, person_of, org_of).items():
             add(table, items)

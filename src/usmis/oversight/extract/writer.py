@@ -110,35 +110,37 @@ NEWEST = ("QUALIFY row_number() OVER (PARTITION BY source_system, source_record_
 
 
 def latest_rows(root: Path, name: str, records: list[tuple[str, str]],
-                persons: list[str]) -> list[dict[str, Any]]:
+                where_in: dict[str, list[str]]) -> list[dict[str, Any]]:
     """The current rows of table ``name`` for these (source_system, source_record_id)
-    records, and those whose current person is one of ``persons``."""
+    records, and those where the value of an SQL expression over the row's columns (a
+    column name, say) is one of ``where_in[expression]``."""
     import duckdb
 
     parts = table_parts(root, name)
-    if not parts or not (records or persons):
+    where_in = {c: v for c, v in where_in.items() if v}
+    if not parts or not (records or where_in):
         return []
     con = duckdb.connect(config={"threads": 1})
     try:
         con.register("wanted", pa.table({
             "s": pa.array([r[0] for r in records], pa.string()),
             "r": pa.array([r[1] for r in records], pa.string())}))
-        con.register("olds", pa.table({"p": pa.array(persons, pa.string())}))
         files = parquet_list(parts)
+        hits, tests = ["SELECT s, r FROM wanted"], ["EXISTS (SELECT 1 FROM wanted w WHERE "
+                                                    "w.s = c.source_system AND "
+                                                    "w.r = c.source_record_id)"]
+        for n, (column, values) in enumerate(sorted(where_in.items())):
+            con.register(f"v{n}", pa.table({"v": pa.array(values, pa.string())}))
+            hits.append(f"SELECT source_system, source_record_id FROM read_parquet({files}) "
+                        f"WHERE ({column}) IN (SELECT v FROM v{n})")
+            tests.append(f"({column}) IN (SELECT v FROM v{n})")
         sql = f"""
-            WITH hit AS (
-                SELECT source_system AS s, source_record_id AS r FROM read_parquet({files})
-                WHERE person_key IN (SELECT p FROM olds)
-                UNION SELECT s, r FROM wanted
-            ), current AS (
+            WITH hit AS ({" UNION ".join(hits)}), current AS (
                 SELECT * FROM read_parquet({files}, filename = true) t
                 SEMI JOIN hit ON t.source_system = hit.s AND t.source_record_id = hit.r
                 {NEWEST}
             )
-            SELECT c.* EXCLUDE (filename) FROM current c
-            WHERE EXISTS (SELECT 1 FROM wanted w
-                          WHERE w.s = c.source_system AND w.r = c.source_record_id)
-               OR c.person_key IN (SELECT p FROM olds)
+            SELECT c.* EXCLUDE (filename) FROM current c WHERE {" OR ".join(tests)}
         """
         rows: list[dict[str, Any]] = con.sql(sql).to_arrow_table().to_pylist()
         return rows
