@@ -21,8 +21,8 @@ both alike; the figure reported is the median of the per-round rates.  The cost 
 1 - on/off.  Target (issue 6): ≤ 15 %.  Also printed: SQL statements per request, counted
 on each server's engine.
 
-    .venv/bin/python bench/bench_access.py [--patients 200] [--obs 5] [--rounds 5]
-        [--batch 100] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/bench_access.py [--patients 200] [--obs 5] [--rounds 9]
+        [--batch 150] [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -167,12 +167,35 @@ def run(settings: Settings, data: list[tuple[str, list[str]]], rounds: int, batc
                 order = ("on", "off") if i % 2 == 0 else ("off", "on")
                 for mode in order:
                     rates[kind][mode].append(batch_rate(kind, mode))
-    result: dict[str, Any] = {"backend": label, "statements": statements}
+    result: dict[str, Any] = {"backend": label, "statements": statements,
+                              "floor": commit_floor(settings)}
     for kind in ("read", "search"):
         r_on = statistics.median(rates[kind]["on"])
         r_off = statistics.median(rates[kind]["off"])
         result[kind] = (r_off, r_on, 1 - r_on / r_off)
     return result
+
+
+def commit_floor(settings: Settings, n: int = 400) -> tuple[float, float]:
+    """(read-only, durable one-row write) transaction, µs each, on this database: what
+    any audited read must pay at least, whatever the audit does."""
+    engine = make_engine(settings.resolved_database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE bench_floor (x INTEGER)"))
+    out: list[float] = []
+    for sql in ("SELECT 1", "INSERT INTO bench_floor VALUES (1)"):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n // 5):
+                with engine.begin() as conn:
+                    conn.execute(text(sql))
+            times.append((time.perf_counter() - t0) / (n // 5) * 1e6)
+        out.append(statistics.median(times))
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE bench_floor"))
+    engine.dispose()
+    return out[0], out[1]
 
 
 def report(res: dict[str, Any]) -> None:
@@ -183,6 +206,11 @@ def report(res: dict[str, Any]) -> None:
         print(f"  {res['backend']:<11} {kind:<7} off {r_off:7.1f}/s   on {r_on:7.1f}/s   "
               f"cost {cost * 100:5.1f} %  ({verdict} the 15 % target)   "
               f"SQL statements/request off {n['off']:.1f} on {n['on']:.1f}")
+    ro, rw = res["floor"]
+    off_read_us = 1e6 / res["read"][0]
+    print(f"  floor: a durable write commit costs {rw - ro:.0f} µs more than a read-only one "
+          f"({ro:.0f} → {rw:.0f} µs) = {(rw - ro) / off_read_us * 100:.1f} % of an off read "
+          f"({off_read_us:.0f} µs); every audited read pays it")
     print(f"  ({load_average()})")
 
 
@@ -190,8 +218,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--patients", type=int, default=200)
     ap.add_argument("--obs", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--batch", type=int, default=150)
     ap.add_argument("--postgres", default=os.environ.get("USMIS_BENCH_POSTGRES_URL", ""))
     ap.add_argument("--skip-sqlite", action="store_true")
     args = ap.parse_args()

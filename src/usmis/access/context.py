@@ -297,11 +297,8 @@ class RequestAccess:
         if cached is not None:
             return cached
         p = self.principal
-        guarded = p.role in GUARDED_ROLES
-        if not guarded and p.role is not Role.INVESTIGATOR:
+        if p.role not in GUARDED_ROLES:  # patient, admin, source: no facts needed here
             return None
-        # The guard's block and count ride along until the request knows them.
-        guard_hour = self.hour if guarded else None
         found = repo.patient_facts(
             self._lookup(),
             patient_id,
@@ -311,7 +308,7 @@ class RequestAccess:
             encounter_days=self.settings.care_encounter_days,
             care=p.role is Role.CLINICIAN,
             consent=p.role in (Role.CLINICIAN, Role.INVESTIGATOR),
-            guard_hour=guard_hour,
+            guard_hour=self.hour,  # the guard's block, count and this patient ride along
         )
         self._end_lookup()
         self._facts[patient_id] = found
