@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 NAMING = {
@@ -130,9 +131,9 @@ class FastStatement:
     client-side cost of a small statement (measured 23 µs → 8 µs on SQLite), which matters
     for the few that run on every request (the access policy's lookup, the audit append).
     Bind processors still apply (dates on SQLite); rows come back as the driver returns
-    them (tuples of strings and numbers); driver errors are not wrapped in SQLAlchemy's
-    exception classes; engine events do not see these statements (``FastStatement.runs``
-    counts them).  No expanding (``IN``-list) parameters.
+    them (tuples of strings and numbers); driver errors are raised as SQLAlchemy's
+    ``DBAPIError`` family, as usual; engine events do not see these statements
+    (``FastStatement.runs`` counts them).  No expanding (``IN``-list) parameters.
 
     On PostgreSQL (psycopg) the statement is server-prepared, parsed and planned once per
     connection, even where a caller turned preparation off for its own statements on that
@@ -182,15 +183,21 @@ class FastStatement:
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
         FastStatement.runs += 1
-        if key[1] != "psycopg":
-            return _fetch(dbapi.cursor(), sql, args)
-        driver = conn.connection.driver_connection
-        saved = driver.prepare_threshold  # type: ignore[union-attr]
-        driver.prepare_threshold = 0  # type: ignore[union-attr]
+        error = conn.dialect.loaded_dbapi.Error
         try:
-            return _fetch(dbapi.cursor(), sql, args)
-        finally:
-            driver.prepare_threshold = saved  # type: ignore[union-attr]
+            if key[1] != "psycopg":
+                return _fetch(dbapi.cursor(), sql, args)
+            driver = conn.connection.driver_connection
+            saved = driver.prepare_threshold  # type: ignore[union-attr]
+            driver.prepare_threshold = 0  # type: ignore[union-attr]
+            try:
+                return _fetch(dbapi.cursor(), sql, args)
+            finally:
+                driver.prepare_threshold = saved  # type: ignore[union-attr]
+        except error as exc:
+            # As SQLAlchemy would raise it, so callers' handling (deadlock retry, lost
+            # connection, "database is locked") sees one exception family.
+            raise DBAPIError.instance(sql, args, exc, error) from exc
 
 
 def _fetch(cursor: Any, sql: str, args: Any) -> list[Any]:
