@@ -37,7 +37,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, func, make_url, select
 from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from usmis.config import Settings
@@ -500,18 +500,23 @@ def bench_nation(nation_dir: Path, seed: int, url: str | None, model_kind: str) 
             seconds = time.perf_counter() - t0
             with transaction(engine) as conn:  # the links as they are now (after merges)
                 now_of = {pid: person for pid, person, _ in repo.all_links(conn)}
+                still_open = int(service.stats(conn)["review_open"])
+                merges = conn.execute(
+                    select(func.count()).where(tables.link_event.c.action == "merge-person")
+                ).scalar_one()
             engine.dispose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     labels = [now_of[r.key] for r in recs]
-    fig = evaluation.score(labels, nation.truth, review_tasks=reviews)
+    fig = evaluation.score(labels, nation.truth, review_tasks=still_open)
     print(
         f"[nation] real time, {len(recs):,} records in {seconds:.0f}s "
         f"({seconds / len(recs) * 1000:.2f} ms each, load average {load_average()}): "
         f"precision {fig.precision:.5f} recall {fig.recall:.5f} "
         f"cluster-recall {fig.cluster_recall:.4f} merged persons {fig.merged_persons} "
-        f"split persons {fig.split_persons} review tasks {reviews} "
-        f"(share {fig.review_share:.4f}; HL7 A40 merges not applied here)"
+        f"split persons {fig.split_persons}; persons merged by bridging {merges}; "
+        f"review tasks made {reviews}, open at the end "
+        f"{still_open} (share {fig.review_share:.4f}); HL7 A40 merges not applied here"
     )
 
 

@@ -120,3 +120,23 @@ def test_persons_a_registrar_decided_on_are_not_merged_but_reviewed(
         assert service.person_of(conn, "a") == pa != out.person_key
         assert [r.candidate_person_key for r in service.list_review(conn)] == [pa]
         assert len(out.review_ids) == 1
+
+
+def test_a_merge_answers_the_open_review_items_between_the_two(
+    engine: Engine, settings: Settings
+) -> None:
+    a, b, _ = three_records()
+    with transaction(engine) as conn:
+        pa = service.link_record(conn, settings, a).person_key
+        pb = service.link_record(conn, settings, b).person_key
+        item = repo.insert_review(
+            conn, {"patient_id": "a", "candidate_person_key": pb, "score": 3.0,
+                   "status": "open", "created_at": service._now()},
+        )  # fmt: skip
+        other = repo.insert_review(
+            conn, {"patient_id": "a", "candidate_person_key": "someone-else", "score": 2.0,
+                   "status": "open", "created_at": service._now()},
+        )  # fmt: skip
+        service.merge(conn, pa, pb, actor="registrar:1", reason="same woman, checked")
+        assert [r.id for r in service.list_review(conn)] == [other]
+        assert [r.id for r in service.list_review(conn, status="obsolete")] == [item]

@@ -262,6 +262,45 @@ def close_open_reviews(conn: Connection, status: str, at: datetime) -> int:
     return int(result.rowcount or 0)
 
 
+def close_answered_reviews(
+    conn: Connection, person_key: str, merged: Sequence[str], actor: str, at: datetime
+) -> int:
+    """Mark "obsolete" the open items that ask whether a record of ``person_key`` is one of
+    the ``merged`` persons (or of a person merged into them): it is, now."""
+    keys = select(person.c.person_key).where(
+        person.c.person_key.in_(list(merged)) | person.c.merged_into.in_(list(merged))
+    )
+    result = conn.execute(
+        update(review)
+        .where(
+            review.c.status == "open",
+            review.c.candidate_person_key.in_(keys),
+            review.c.patient_id.in_(
+                select(link.c.patient_id).where(link.c.person_key == person_key)
+            ),
+        )
+        .values(
+            status="obsolete", decided_at=at, decided_by=actor, reason="the persons were merged"
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def open_review_between(conn: Connection, a: str, b: str) -> bool:
+    """Whether an open item already asks if a record of one of the two persons is the other."""
+    stmt = (
+        select(review.c.id)
+        .join(link, link.c.patient_id == review.c.patient_id)
+        .where(
+            review.c.status == "open",
+            ((link.c.person_key == a) & (review.c.candidate_person_key == b))
+            | ((link.c.person_key == b) & (review.c.candidate_person_key == a)),
+        )
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
 def decided_by_people(conn: Connection, person_keys: Sequence[str], pinned: Iterable[str]) -> bool:
     """Whether a person made a decision about these persons: one of their links has a
     pinned method, or a registrar answered "not-link" for a record of theirs or about

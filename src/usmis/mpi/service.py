@@ -302,12 +302,14 @@ def _bridge(
             continue
         if not (c.deterministic or model.thresholds.decide(c.weight) == "link"):
             continue
-        if len(iins | c.trusted_iins) > 1:
-            if not c.deterministic:
+        conflict = len(iins | c.trusted_iins) > 1
+        if conflict or repo.decided_by_people(conn, [outcome.person_key, c.person_key], PINNED):
+            # Asked once per pair of persons, not for each of their records; as in batch,
+            # an IIN-rule pair refused for an IIN conflict is not asked.
+            if not (conflict and c.deterministic) and not repo.open_review_between(
+                conn, outcome.person_key, c.person_key
+            ):
                 review.append(c)
-            continue
-        if repo.decided_by_people(conn, [outcome.person_key, c.person_key], PINNED):
-            review.append(c)
             continue
         iins |= c.trusted_iins
         merge(conn, c.person_key, outcome.person_key, actor=actor,
@@ -517,6 +519,9 @@ def merge(
     pids = [r.patient_id for r in repo.links_of_person(conn, src)]
     op = _move(conn, pids, dst, action="merge", method=method, actor=actor, reason=reason)
     repo.set_person_status(conn, src, "merged", dst)
+    # Open review items asking whether a record of the merged person is the other one
+    # have their answer now.
+    repo.close_answered_reviews(conn, dst, [src, dst], actor, _now())
     repo.insert_events(
         conn,
         [{"operation_id": op, "action": "merge-person", "patient_id": None, "person_key": dst,
