@@ -35,6 +35,7 @@ from usmis.access.policy import (
     decide_type,
 )
 from usmis.access.sensitivity import categories as sensitivity_categories
+from usmis.audit import service as audit
 from usmis.audit.model import MINOR_FAILURE, AuditRecord, redact_query
 from usmis.config import Settings
 from usmis.kit.errors import Forbidden, NotFound
@@ -174,8 +175,6 @@ class RequestAccess:
                 self._pending_usage.clear()
         if not self.settings.audit_enabled:
             return
-        from usmis.audit import service as audit
-
         emergency = any(p in self._emergency for p in patients)
         entities = tuple(f"{r.resource_type}/{r.id}" for r in rows[:1000])
         detail: dict[str, Any] = {}
@@ -224,7 +223,6 @@ class RequestAccess:
         try:
             if not (self._pending_audit or self._pending_usage or self._pending_block):
                 return
-            from usmis.audit import service as audit
             from usmis.kit.db import transaction
 
             with transaction(self.engine) as conn:

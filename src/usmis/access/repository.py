@@ -211,18 +211,14 @@ def used_patients(conn: Connection, subject: str, hour: str, patient_ids: list[s
         u.subject == subject, u.hour == hour, u.patient_id.in_(patient_ids))).scalars())
 
 
+_ADD_USAGE = FastStatement(text(
+    "INSERT INTO access_usage (subject, hour, patient_id) VALUES (:subject, :hour, :pid) "
+    "ON CONFLICT DO NOTHING"))
+
+
 def add_usage(conn: Connection, subject: str, hour: str, patient_ids: list[str]) -> None:
-    if not patient_ids:
-        return
-    rows = [{"subject": subject, "hour": hour, "patient_id": p} for p in patient_ids]
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        conn.execute(pg_insert(t.usage).on_conflict_do_nothing(), rows)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        conn.execute(sqlite_insert(t.usage).on_conflict_do_nothing(), rows)
+    for pid in patient_ids:  # usually one: the patient a request touched first this hour
+        _ADD_USAGE.run(conn, {"subject": subject, "hour": hour, "pid": pid})
 
 
 def is_blocked(conn: Connection, subject: str) -> bool:

@@ -62,6 +62,11 @@ class AuditRecord:
     detail: str | None = None
 
 
+# Encoders built once (json.dumps with options builds one per call).
+_LIST = json.JSONEncoder(separators=(",", ":")).encode
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def content_of(record: AuditRecord, recorded: str) -> dict[str, Any]:
     return {
         "recorded": recorded,
@@ -74,9 +79,9 @@ def content_of(record: AuditRecord, recorded: str) -> dict[str, Any]:
         "purpose": record.purpose,
         "emergency": bool(record.emergency),
         "resource_type": record.resource_type,
-        "entities": json.dumps(list(record.entities), separators=(",", ":")),
-        "patients": json.dumps(sorted(set(record.patients)), separators=(",", ":")),
-        "persons": json.dumps(sorted(set(record.persons)), separators=(",", ":")),
+        "entities": _LIST(list(record.entities)),
+        "patients": _LIST(sorted(set(record.patients))),
+        "persons": _LIST(sorted(set(record.persons))),
         "query": record.query,
         "detail": record.detail,
     }
@@ -85,7 +90,7 @@ def content_of(record: AuditRecord, recorded: str) -> dict[str, Any]:
 def canonical(content: dict[str, Any]) -> bytes:
     norm = {k: content.get(k) for k in CONTENT_FIELDS}
     norm["emergency"] = bool(norm["emergency"])
-    return json.dumps(norm, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL(norm).encode()
 
 
 def chain_hash(key: bytes, prev_hash: str, content: dict[str, Any]) -> str:
