@@ -13,10 +13,10 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 
 from usmis.kit.db import metadata
@@ -107,7 +107,9 @@ usage = Table(
     Column("subject", String(200), nullable=False),
     Column("hour", String(13), nullable=False),  # YYYY-MM-DDTHH (UTC)
     Column("patient_id", String(64), nullable=False),
-    UniqueConstraint("subject", "hour", "patient_id", name="uq_access_usage_key"),
+    # On SQLite the table is its key (no rowid): a new patient writes one page, not two.
+    PrimaryKeyConstraint("subject", "hour", "patient_id", name="pk_access_usage"),
+    sqlite_with_rowid=False,
 )
 
 # Principals blocked by the guard (or by an auditor) until an auditor clears them.

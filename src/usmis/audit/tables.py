@@ -17,7 +17,17 @@ keys.  Never names, IINs or phones.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
 
 from usmis.kit.db import metadata
 
@@ -53,7 +63,10 @@ patient = Table(
     metadata,
     Column("seq", Seq, nullable=False),
     Column("patient_id", String(64), nullable=False),
-    Index("ix_audit_patient_patient", "patient_id", "seq"),
+    # The key is the lookup ("who accessed my record"); on SQLite the table is that index
+    # (no rowid): an append writes one page for it, not two.
+    PrimaryKeyConstraint("patient_id", "seq", name="pk_audit_patient"),
+    sqlite_with_rowid=False,
 )
 
 head = Table(

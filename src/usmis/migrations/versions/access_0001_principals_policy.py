@@ -106,7 +106,8 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(200), nullable=False),
         sa.Column("hour", sa.String(13), nullable=False),
         sa.Column("patient_id", sa.String(64), nullable=False),
-        sa.UniqueConstraint("subject", "hour", "patient_id", name="uq_access_usage_key"),
+        sa.PrimaryKeyConstraint("subject", "hour", "patient_id", name="pk_access_usage"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "access_block",

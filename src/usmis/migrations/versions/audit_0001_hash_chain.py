@@ -50,8 +50,9 @@ def upgrade() -> None:
         "audit_patient",
         sa.Column("seq", Seq, nullable=False),
         sa.Column("patient_id", sa.String(64), nullable=False),
+        sa.PrimaryKeyConstraint("patient_id", "seq", name="pk_audit_patient"),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_audit_patient_patient", "audit_patient", ["patient_id", "seq"])
     head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer, nullable=False, autoincrement=False),
