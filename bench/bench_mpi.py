@@ -10,14 +10,19 @@ surname change on marriage, missing phone.
 1. batch: ``usmis.mpi.batch.link_batch`` on N source records — block, compare, EM, cluster;
    wall time, peak RSS, pairwise precision/recall against the generator's truth.
    Target (issue 5): 1M records ≤ 5 min, ≤ 4 GB on 2 cores.
-2. real time: P persons indexed in the database (links, sealed profiles, HMAC blocking
-   keys, written in bulk the way ``usmis mpi relink`` writes them), then
-   ``link_record`` for Q incoming records (half noisy copies of indexed persons, half new
-   people), each in its own committed transaction; median and p95 latency.
+2. real time: P persons (1–3 source records each) indexed in a fresh database (persons,
+   links with sealed profiles, HMAC blocking keys — the rows ``usmis mpi relink`` writes —
+   generated in ``--workers`` processes and bulk-loaded: COPY on PostgreSQL, executemany
+   on SQLite, secondary indexes built once at the end), then ``link_record`` for Q
+   incoming records (half noisy copies of indexed persons, half new people), each in its
+   own committed transaction; median and p95 latency, CPU per call, decisions.
    Target: p95 ≤ 20 ms with 1M persons indexed.
+3. ``--nation DIR`` (instead of 1 and 2): real-time linking *quality* — every source
+   record of a ``usmis synth`` nation through ``link_record``, scored against its truth.
 
 Usage: .venv/bin/python bench/bench_mpi.py [--records 1000000] [--persons 1000000]
-       [--queries 1000] [--database-url URL] [--skip-batch] [--skip-realtime]
+       [--queries 1000] [--database-url postgresql+psycopg://…] [--workers 2]
+       [--skip-batch] [--skip-realtime] [--nation DIR [--nation-model default]]
 """
 
 from __future__ import annotations
