@@ -36,6 +36,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -85,10 +86,16 @@ class Population:
         self.serials: dict[tuple[date, str], int] = {}
 
     def iin(self, birth: date, sex: str) -> str:
+        # Unique (a counter per birth date and sex, a block of it per stream), and spread
+        # over the serials by a fixed odd step from a start hashed from the date, so two
+        # people born the same day do not get IINs one digit apart and a mistyped day
+        # rarely gives someone else's IIN.  (The nation allocates serials consecutively;
+        # see docs/mpi.md on what that does to the "IIN one typo" level.)
+        start = zlib.crc32(f"{birth}{sex}".encode())
         while True:
             used = self.serials.get((birth, sex), 0)
             self.serials[(birth, sex)] = used + 1
-            iin = make_iin(birth, sex, self.serial_base + used)
+            iin = make_iin(birth, sex, (start + (self.serial_base + used) * 6577) % 10000)
             if iin is not None:
                 return iin
 
