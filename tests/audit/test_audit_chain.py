@@ -212,3 +212,27 @@ def test_work_whose_entry_cannot_be_written_does_not_happen(settings: Settings) 
         with engine.connect() as conn:
             assert service.verify(conn, settings).ok
     engine.dispose()
+
+
+def test_a_search_that_finds_nothing_is_recorded_too(settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from usmis.access.tokens import issue_token
+    from usmis.app import create_app
+    from usmis.audit import repository
+
+    token = issue_token(settings, subject="looker", role="admin")
+    with TestClient(create_app(settings)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        r = client.get("/fhir/Patient", params={"identifier": "https://usmis.kz/sid/iin|0"})
+        assert r.status_code == 200
+        assert r.json().get("entry", []) == []
+        r = client.get("/fhir/Observation/_history")
+        assert r.status_code == 200
+    engine = make_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        mine = [e.content for e in repository.iter_entries(conn)
+                if e.content["subject"] == "looker"]
+    engine.dispose()
+    assert [e["action"] for e in mine] == ["search", "history-type"]
+    assert "identifier" in (mine[0]["query"] or "")

@@ -481,6 +481,8 @@ def search_bundle(
     keys = [(resource_type, i) for i in result.ids]
     matches = svc.load_many(keys, "search")
     includes = svc.load_many(list(result.includes), "search") if result.includes else []
+    if not matches and not includes:  # a search that found nothing is recorded too
+        svc.access.record(svc.conn, "search", resource_type, [], query=_query_text(params))
     entries: list[bytes] = []
     for sv, mode in [(m, "match") for m in matches] + [(i, "include") for i in includes]:
         assert sv.body is not None

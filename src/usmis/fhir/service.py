@@ -617,8 +617,7 @@ class FhirService:
         if rid is not None and total == 0:
             raise NotFound(f"{resource_type}/{rid} is not known")
         metas = [self._meta(r) for r in rows]
-        if metas:
-            self.access.record(self.conn, action, resource_type, metas)
+        self.access.record(self.conn, action, resource_type, metas)  # empty pages too
         return [self._stored(r) for r in rows], total
 
     # ---------------------------------------------------------------- $everything
