@@ -115,6 +115,19 @@ def test_store_extract_is_pseudonymised_linked_and_incremental(settings: Setting
     engine.dispose()
 
 
+def encounter(source: str, local: str, cls: str, patient_id: str, org_id: str, start: str,
+              end: str) -> dict[str, Any]:
+    """A finished Encounter (AMB visit or IMP stay) of a source, by its own identifier."""
+    return {
+        "resourceType": "Encounter", "status": "finished",
+        "identifier": [{"system": f"{SRC}/{source}/encounter", "value": local}],
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": cls},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "serviceProvider": {"reference": f"Organization/{org_id}"},
+        "period": {"start": start, "end": end},
+    }
+
+
 def _org(svc: FhirService, bin_: str, kind: str) -> str:
     return str(svc.create({
         "resourceType": "Organization", "name": f"{kind} {bin_}",
@@ -150,14 +163,8 @@ def test_lab_claim_takes_the_person_of_the_lab_order_it_bills(settings: Settings
             {"system": f"{SRC}/fund/patient", "value": "F-1"}]}).resource["id"]
         persons = {link_source_patient(conn, settings, p) for p in (lab_pt, ehr_pt, fund_pt)}
         assert len(persons) == 2  # the fund's record is a person of its own
-        svc.create({
-            "resourceType": "Encounter", "status": "finished",
-            "identifier": [{"system": f"{SRC}/ehr_a/encounter", "value": "E-1"}],
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                      "code": "AMB"},
-            "subject": {"reference": f"Patient/{ehr_pt}"},
-            "serviceProvider": {"reference": f"Organization/{poly}"},
-            "period": {"start": "2025-04-01T09:00:00+05:00", "end": "2025-04-01T09:20:00+05:00"}})
+        svc.create(encounter("ehr_a", "E-1", "AMB", ehr_pt, poly,
+                             "2025-04-01T09:00:00+05:00", "2025-04-01T09:20:00+05:00"))
         results = []
         for n, loinc in enumerate(("718-7", "6690-2"), 1):
             obs = svc.create({
@@ -338,14 +345,8 @@ def test_relinked_stay_keeps_what_the_fund_claim_added(settings: Settings) -> No
             {"system": f"{SRC}/fund/patient", "value": "F-1"}]}).resource["id"]
         person_h, _, person_other, _ = (link_source_patient(conn, settings, p)
                                         for p in (h, h2, other, fund))
-        svc.create({
-            "resourceType": "Encounter", "status": "finished",
-            "identifier": [{"system": f"{SRC}/his_x/encounter", "value": "S-1"}],
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                      "code": "IMP"},
-            "subject": {"reference": f"Patient/{h}"},
-            "serviceProvider": {"reference": f"Organization/{hosp}"},
-            "period": {"start": "2025-04-01T09:00:00+05:00", "end": "2025-04-06T12:00:00+05:00"}})
+        svc.create(encounter("his_x", "S-1", "IMP", h, hosp,
+                             "2025-04-01T09:00:00+05:00", "2025-04-06T12:00:00+05:00"))
         stay_claim = claim("fund", "C-S1", fund, hosp, "2025-04-01", "K05X", 250_000)
         stay_claim["type"]["coding"][0]["code"] = "institutional"
         stay_claim["item"][0].pop("servicedDate")

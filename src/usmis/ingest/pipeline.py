@@ -121,8 +121,6 @@ class Pipeline:
 
     def run_batch(self, limit: int = 50) -> BatchResult:
         """Claim up to ``limit`` pending messages and process them in one transaction."""
-        if self.link is None:
-            return self._batch(limit, defer_links=False)
         try:
             return self._batch(limit, defer_links=True)
         except _LinkFailed:
