@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -314,8 +315,12 @@ def _reason(e: Exception, row: Row[Any]) -> tuple[str, str, str]:
         return e.rule, e.field, e.detail
     if isinstance(e, UsmisError):
         return "fhir-" + e.code, e.expression[0] if e.expression else "resource", e.message
-    # a bug must cost one message, not the batch
-    log.exception("ingest message failed", inbox_id=row.id, source=row.source_id)
+    # A bug must cost one message, not the batch.  Logged without the exception's message,
+    # which may quote the data (a name, an IIN): its type and where it was raised.
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+    log.error("ingest message failed", inbox_id=row.id, source=row.source_id,
+              error=type(e).__name__, where=where)
     return "internal", "message", type(e).__name__
 
 
