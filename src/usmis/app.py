@@ -98,14 +98,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # A pooled SQLite engine: connections stay open between requests (see make_engine).
     engine = make_engine(url, poolclass=QueuePool) if url.startswith("sqlite") else make_engine(url)
 
+    spool = None
+    if settings.audit_enabled and settings.audit_spool:
+        from usmis.audit.spool import AuditSpool
+
+        spool = AuditSpool(engine, settings)  # replays what a dead process left
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        if spool is not None:
+            spool.close()
         engine.dispose()
 
     app = FastAPI(title="USMIS", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.audit_spool = spool
     # The key file is created on first use (mode 600); the KEK never enters the database.
     app.state.keyring = keyring_for(settings.resolved_key_file)
     _install_error_handlers(app)

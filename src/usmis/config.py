@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     sensitivity_file: Path | None = None
     audit_enabled: bool = True
     audit_checkpoint_every: int = 500
+    # Reads are journaled to a local spool and chained in the background (usmis.audit.spool);
+    # false: each read's entry commits in the read's own transaction.
+    audit_spool: bool = True
+    audit_spool_interval_ms: int = 100
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -181,13 +181,14 @@ def test_concurrent_appenders_with_stale_guesses_keep_one_chain(settings: Settin
 
 
 def test_work_whose_entry_cannot_be_written_does_not_happen(settings: Settings) -> None:
-    """Through the real API: with the audit log unwritable a read answers 500 without the
-    data, and a create is not stored."""
+    """Through the real API, reads audited in their own transaction (no spool): with the
+    audit log unwritable a read answers 500 without the data, and a create is not stored."""
     from fastapi.testclient import TestClient
 
     from usmis.access.tokens import issue_token
     from usmis.app import create_app
 
+    settings = settings.model_copy(update={"audit_spool": False})
     engine = make_engine(settings.resolved_database_url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         src = {"Authorization": "Bearer " + issue_token(
@@ -211,6 +212,55 @@ def test_work_whose_entry_cannot_be_written_does_not_happen(settings: Settings) 
         assert r.json()["total"] == 1
         with engine.connect() as conn:
             assert service.verify(conn, settings).ok
+    engine.dispose()
+
+
+def test_spooled_read_needs_its_journal_and_survives_an_unwritable_log(
+    settings: Settings,
+) -> None:
+    """With the read spool (the default): a read whose entry cannot be journaled answers
+    500 without the data; a read while the log's tables are unwritable answers, and its
+    entry reaches the chain once they are back."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from usmis.access.tokens import issue_token
+    from usmis.app import create_app
+
+    engine = make_engine(settings.resolved_database_url)
+    app = create_app(settings)
+    spool = app.state.audit_spool
+    with TestClient(app, raise_server_exceptions=False) as client:
+        src = {"Authorization": "Bearer " + issue_token(
+            settings, subject="client:his", role="source", source="his", org="org-A")}
+        pid = client.post("/fhir/Patient", json={"resourceType": "Patient"},
+                          headers=src).json()["id"]
+        shutil.rmtree(spool.directory)
+        spool.directory.write_text("not a directory")  # the journal cannot be opened
+        r = client.get(f"/fhir/Patient/{pid}", headers=src)
+        assert r.status_code == 500
+        assert pid not in r.text
+        spool.directory.unlink()
+        spool.directory.mkdir()
+
+        with transaction(engine) as conn:
+            conn.execute(text("ALTER TABLE audit_patient RENAME TO audit_patient_off"))
+        try:
+            r = client.get(f"/fhir/Patient/{pid}", headers=src)
+            assert r.status_code == 200  # journaled; the chain waits for the database
+            assert not spool.drain(timeout=0.5)
+        finally:
+            with transaction(engine) as conn:
+                conn.execute(text("ALTER TABLE audit_patient_off RENAME TO audit_patient"))
+        assert spool.drain(timeout=30)
+        with engine.connect() as conn:
+            assert service.verify(conn, settings).ok
+            reads = conn.execute(text(
+                "SELECT count(*) FROM audit_entry e JOIN audit_patient p ON p.seq = e.seq "
+                "WHERE e.action = 'read' AND p.patient_id = :p"), {"p": pid}).scalar_one()
+        assert reads == 1
+    assert list(spool.directory.iterdir()) == []  # closed drained: its file is gone
     engine.dispose()
 
 

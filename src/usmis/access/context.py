@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, FromClause, false
 
@@ -40,6 +40,9 @@ from usmis.audit.model import MINOR_FAILURE, AuditRecord, redact_query
 from usmis.config import Settings
 from usmis.kit.errors import Forbidden, NotFound
 from usmis.kit.logging import get_logger
+
+if TYPE_CHECKING:
+    from usmis.audit.spool import AuditSpool
 
 log = get_logger(__name__)
 
@@ -74,8 +77,10 @@ class RequestAccess:
         engine: Engine,
         *,
         now: datetime | None = None,
+        spool: AuditSpool | None = None,
     ) -> None:
         self.principal = principal
+        self.spool = spool
         self.settings = settings
         self.engine = engine
         self.now = now or datetime.now(UTC)
@@ -107,15 +112,17 @@ class RequestAccess:
             return
         if row is None:
             decision = decide_type(self.principal, action, resource_type)
+            if decision.allowed and action in READ_ACTIONS:
+                # The guard's block is checked in ``record``, before anything is answered:
+                # by then the rows' facts have usually brought it (no round trip of its own).
+                return
         else:
             # The row's facts first: for a guarded role their lookup also brings the
             # guard's state, so a read needs one round trip for both.
             facts = self._facts_for(row)
         state = self._load_state()
         if state.blocked:
-            self._deny(action, resource_type, row,
-                       Decision(False, "blocked", "this account is blocked by the "
-                                "exfiltration guard; an auditor must review it"))
+            self._deny(action, resource_type, row, _BLOCKED)
         if row is not None:
             decision = decide_row(self.principal, action, resource_type, row, facts)
             if row.patient_id and action in READ_ACTIONS:
@@ -128,14 +135,15 @@ class RequestAccess:
     def row_filter(self, table: FromClause) -> ColumnElement[bool] | None:
         if not self.settings.policy_enabled:
             return None
-        state = self._load_state()
-        if state.blocked:
-            return false()
+        own: tuple[str, ...] = ()
+        if self.principal.role is Role.PATIENT:
+            own = tuple(sorted(self._load_state().own_patients))
+        elif self._state is not None and self._state.blocked:
+            return false()  # (not looked up for this: ``record`` denies before answering)
         # Built once per principal, table and minute: building this tree costs more than
         # running it.  (So a grant may outlive its expiry by < 1 minute in searches.)
         minute = self.now.replace(second=0, microsecond=0)
-        return _predicate(self.principal, table, minute, self.settings.care_encounter_days,
-                          tuple(sorted(state.own_patients)))
+        return _predicate(self.principal, table, minute, self.settings.care_encounter_days, own)
 
     def record(
         self,
@@ -161,6 +169,8 @@ class RequestAccess:
                     if d.emergency and r.patient_id:
                         self._emergency.add(r.patient_id)
             elif action in READ_ACTIONS:
+                if self.principal.role in GUARDED_ROLES and self._load_state().blocked:
+                    self._deny(action, resource_type, None, _BLOCKED)
                 if (
                     action.startswith("search")
                     and len(rows) > self.settings.exfil_max_results
@@ -182,26 +192,26 @@ class RequestAccess:
             detail["entities_total"] = len(rows)
         if self.principal.token_id:
             detail["jti"] = self.principal.token_id
-        audit.append(
-            conn,
-            self.settings,
-            AuditRecord(
-                action=action,
-                outcome=outcome,
-                subject=self.principal.subject,
-                role=self.principal.role.value,
-                organization_id=self.principal.organization_id,
-                source_id=self.principal.source_id,
-                purpose="ETREAT" if emergency else self.principal.purpose,
-                emergency=emergency,
-                resource_type=resource_type,
-                entities=entities,
-                patients=tuple(patients),
-                persons=self._persons(conn, patients),
-                query=redact_query(query),
-                detail=json.dumps(detail, sort_keys=True) if detail else None,
-            ),
+        entry = AuditRecord(
+            action=action,
+            outcome=outcome,
+            subject=self.principal.subject,
+            role=self.principal.role.value,
+            organization_id=self.principal.organization_id,
+            source_id=self.principal.source_id,
+            purpose="ETREAT" if emergency else self.principal.purpose,
+            emergency=emergency,
+            resource_type=resource_type,
+            entities=entities,
+            patients=tuple(patients),
+            persons=self._persons(conn, patients),
+            query=redact_query(query),
+            detail=json.dumps(detail, sort_keys=True) if detail else None,
         )
+        if self.spool is not None and action in READ_ACTIONS:
+            self.spool.submit(entry)  # journaled now, chained in the background
+        else:
+            audit.append(conn, self.settings, entry)
 
     def _persons(self, conn: Connection, patients: list[str]) -> tuple[str, ...]:
         """Person keys of the patients: from the facts already looked up, else one query."""
@@ -294,12 +304,23 @@ class RequestAccess:
         cached = self._facts.get(patient_id)
         if cached is not None:
             return cached
-        p = self.principal
-        if p.role not in GUARDED_ROLES:  # patient, admin, source: no facts needed here
+        query = self._facts_query()
+        if query is None:  # patient, admin, source: no facts needed here
             return None
-        found = repo.patient_facts(
-            self._lookup(),
-            patient_id,
+        sql, params = query
+        found = repo.parse_facts(
+            repo.run_facts(self._lookup(), sql, {**params, "pid": patient_id}),
+            guard=True,
+        )
+        self._end_lookup()
+        self._adopt(patient_id, found)
+        return found
+
+    def _facts_query(self) -> tuple[str, dict[str, Any]] | None:
+        p = self.principal
+        if p.role not in GUARDED_ROLES:
+            return None
+        return repo.facts_query(
             org=p.organization_id,
             subject=p.subject,
             now=self.now,
@@ -308,16 +329,29 @@ class RequestAccess:
             consent=p.role in (Role.CLINICIAN, Role.INVESTIGATOR),
             guard_hour=self.hour,  # the guard's block, count and this patient ride along
         )
-        self._end_lookup()
-        self._facts[patient_id] = found
+
+    def _adopt(self, patient_id: str | None, found: repo.PatientLookup) -> None:
+        if patient_id is not None:
+            self._facts[patient_id] = found
         if found.guard is not None:
             if self._state is None:
                 self._state = _State(blocked=found.guard[0], counted=found.guard[1])
             elif found.guard[0]:
                 self._state.blocked = True
-            if found.used:
+            if found.used and patient_id is not None:
                 self._state.used.add(patient_id)
-        return found
+
+    # STORE's optional seam: the facts ride along with a read's own statement.
+    def read_lookup(self, dialect: str) -> tuple[str, dict[str, Any]] | None:
+        """SQL of (kind, value) rows about the Patient ``:pid`` that deciding a read will
+        need, with its parameters; None when nothing is needed (or not on ``dialect``)."""
+        if not self.settings.policy_enabled or dialect != "postgresql":
+            return None  # SQLite: a lookup is an in-process call, not a round trip
+        return self._facts_query()
+
+    def adopt_lookup(self, patient_id: str | None, rows: list[tuple[str, str]]) -> None:
+        """The rows of :meth:`read_lookup`, fetched by the store for ``patient_id``."""
+        self._adopt(patient_id, repo.parse_facts(rows, guard=True))
 
     def _touch(self, patients: list[str], action: str, resource_type: str | None) -> None:
         """Count distinct patients read this hour; past the limit, block and alert."""
@@ -383,6 +417,8 @@ class RequestAccess:
 
 
 _NO_FACTS = Facts()
+_BLOCKED = Decision(False, "blocked",
+                    "this account is blocked by the exfiltration guard; an auditor must review it")
 
 
 @lru_cache(maxsize=4096)

@@ -68,7 +68,8 @@ def access_context(
 
         engine = make_engine(settings.resolved_database_url)
         request.app.state.engine = engine
-    ctx = RequestAccess(principal, settings, engine)
+    ctx = RequestAccess(principal, settings, engine,
+                        spool=getattr(request.app.state, "audit_spool", None))
     try:
         yield ctx
     finally:

@@ -14,7 +14,7 @@ Why fixed SQL templates rather than a Core expression tree:
   by patient and by person), so a search costs what it examines, never the size of an
   organization's list of patients.
 
-The per-patient lookup of reads (``repository.patient_facts``) uses the same probes.
+The per-patient lookup of reads (``repository.facts_query``) uses the same probes.
 
 Two spellings of the same rule, tested alike through the API on both backends:
 

@@ -344,7 +344,7 @@ class PatientLookup:
 
 
 @cache
-def _facts_statement(care: bool, consent: bool, guard: bool) -> FastStatement:
+def _facts_sql(care: bool, consent: bool, guard: bool) -> str:
     """The per-patient lookup, built once per shape: the person keys, the consent provisions
     and emergency grants of the person (all its Patients), the care relationship, and the
     exfiltration guard's state — one statement, every part an index probe (the same probes
@@ -370,16 +370,24 @@ def _facts_statement(care: bool, consent: bool, guard: bool) -> FastStatement:
                               "WHERE subject = :subject AND hour = :hour AND patient_id = :pid)"]
     if not parts:
         parts.append("SELECT 'none', ''")
-    stmt = text(" UNION ALL ".join(parts))
-    if care:
+    return " UNION ALL ".join(parts)
+
+
+@cache
+def _facts_statement(sql: str) -> FastStatement:
+    stmt = text(sql)
+    if ":now" in sql:
         stmt = stmt.bindparams(bindparam("now", type_=DateTime(timezone=True)),
                                bindparam("recent", type_=DateTime(timezone=True)))
     return FastStatement(stmt)
 
 
-def patient_facts(
-    conn: Connection,
-    patient_id: str,
+def run_facts(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run a :func:`facts_query` (``params`` with ``pid``): its (kind, value) rows."""
+    return _facts_statement(sql).run(conn, params)
+
+
+def facts_query(
     *,
     org: str | None,
     subject: str,
@@ -388,12 +396,13 @@ def patient_facts(
     care: bool,
     consent: bool,
     guard_hour: str | None,
-) -> PatientLookup:
-    """One round trip: what the policy and the audit entry need about ``patient_id``
-    (care and grants only if ``care``; consent only if ``consent``; the guard's state for
-    ``guard_hour`` if given)."""
+) -> tuple[str, dict[str, Any]]:
+    """What the policy and the audit entry need about one patient, as SQL of (kind, value)
+    rows about the Patient
+    ``:pid``, and its other parameters — for a caller that runs it inside its own
+    statement (a read fetches it with the resource row: one round trip for both)."""
     care = bool(care and org)
-    params: dict[str, Any] = {"pid": patient_id}
+    params: dict[str, Any] = {}
     if care or guard_hour is not None:
         params["subject"] = subject
     if care:
@@ -402,7 +411,12 @@ def patient_facts(
         params["recent"] = now - timedelta(days=encounter_days)
     if guard_hour is not None:
         params["hour"] = guard_hour
-    rows = _facts_statement(care, consent, guard_hour is not None).run(conn, params)
+    return _facts_sql(care, consent, guard_hour is not None), params
+
+
+def parse_facts(rows: Any, *, guard: bool) -> PatientLookup:
+    """A :class:`PatientLookup` from the (kind, value) rows of :func:`facts_query`."""
+    rows = list(rows)
     cats: set[str] = set()
     orgs: set[str] = set()
     persons: set[str] = set()
@@ -422,7 +436,7 @@ def patient_facts(
             used = True
     facts = Facts(in_care=in_care, emergency=emergency, denied_categories=frozenset(cats),
                   denied_orgs=frozenset(orgs), persons=frozenset(persons))
-    return PatientLookup(facts, _guard_of(rows) if guard_hour is not None else None, used)
+    return PatientLookup(facts, _guard_of(rows) if guard else None, used)
 
 
 def patient_exists(conn: Connection, patient_id: str) -> bool:

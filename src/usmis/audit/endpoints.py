@@ -33,7 +33,7 @@ from usmis.audit.fhir import to_audit_event
 from usmis.audit.model import AuditRecord
 from usmis.config import Settings
 from usmis.kit.db import unit_of_work
-from usmis.kit.errors import BadRequest, Forbidden, NotFound
+from usmis.kit.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
 
 router = APIRouter()
 PRINCIPAL = Depends(current_principal)
@@ -46,8 +46,13 @@ def _settings(request: Request) -> Settings:
 
 
 def _engine(request: Request) -> Engine:
+    """The engine, once this process's spooled reads are in the chain (so whoever reads
+    the log sees the reads this server has answered)."""
     from usmis.access.endpoints import engine_of
 
+    spool = getattr(request.app.state, "audit_spool", None)
+    if spool is not None and not spool.drain():
+        raise ServiceUnavailable("the audit log is catching up; try again shortly")
     return engine_of(request)
 
 

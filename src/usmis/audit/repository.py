@@ -31,6 +31,40 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+def advance_head_by(conn: Connection, n: int) -> tuple[int, str]:
+    """Take the chain head and reserve ``n`` seqs: (the first of them, its predecessor's
+    hash)."""
+    row = conn.execute(
+        update(t.head).where(t.head.c.id == 1).values(seq=t.head.c.seq + n)
+        .returning(t.head.c.seq, t.head.c.hash)
+    ).one()
+    return int(row[0]) - n + 1, str(row[1])
+
+
+def insert_entries(conn: Connection, entries: list[dict[str, Any]],
+                   patients: list[dict[str, Any]]) -> None:
+    """Many entries (and their patient index rows) in one executemany each."""
+    conn.execute(t.entry.insert(), entries)
+    if patients:
+        conn.execute(t.patient.insert(), patients)
+
+
+def spool_offset(conn: Connection, name: str) -> int:
+    """How far the spool file ``name`` has reached the chain (0: not at all)."""
+    row = conn.execute(select(t.spool.c.offset).where(t.spool.c.name == name)).first()
+    return int(row[0]) if row else 0
+
+
+def set_spool_offset(conn: Connection, name: str, offset: int) -> None:
+    if not conn.execute(update(t.spool).where(t.spool.c.name == name)
+                        .values(offset=offset)).rowcount:
+        conn.execute(t.spool.insert().values(name=name, offset=offset))
+
+
+def drop_spool(conn: Connection, name: str) -> None:
+    conn.execute(t.spool.delete().where(t.spool.c.name == name))
+
+
 def set_head_hash(conn: Connection, hash_: str) -> None:
     conn.execute(_SET_HASH, {"h": hash_})
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy import Connection, Engine
@@ -67,6 +67,29 @@ def append(conn: Connection, settings: Settings, record: AuditRecord) -> int:
     if every > 0 and seq % every == 0:
         _checkpoint(conn, settings, seq, digest)
     return seq
+
+
+def append_many(conn: Connection, settings: Settings, contents: list[dict[str, Any]]) -> int:
+    """Append entries whose content is already built (``content_of``), in order, in the
+    caller's transaction: one head update and one insert of each kind for the lot (the
+    read spool's batches).  The last seq."""
+    keys = audit_keys.load(settings)
+    first, prev = repo.advance_head_by(conn, len(contents))
+    entries: list[dict[str, Any]] = []
+    index: list[dict[str, Any]] = []
+    for seq, content in enumerate(contents, start=first):
+        digest = chain_hash(keys.chain_key, prev, content)
+        entries.append({**content, "seq": seq, "prev_hash": prev, "hash": digest})
+        index.extend({"seq": seq, "patient_id": p} for p in json.loads(content["patients"]))
+        prev = digest
+    repo.insert_entries(conn, entries, index)
+    repo.set_head_hash(conn, prev)
+    _LAST_HEAD[conn.engine] = prev
+    every = settings.audit_checkpoint_every
+    for e in entries:
+        if every > 0 and e["seq"] % every == 0:
+            _checkpoint(conn, settings, e["seq"], e["hash"])
+    return first + len(contents) - 1
 
 
 def _checkpoint(conn: Connection, settings: Settings, seq: int, digest: str) -> None:

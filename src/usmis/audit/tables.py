@@ -10,6 +10,9 @@
   on SQLite) and gives each append its predecessor.
 - ``audit_checkpoint``: Ed25519 signatures of the chain head, written every
   ``audit_checkpoint_every`` entries and on demand.
+- ``audit_spool``: for each spool file of read entries (:mod:`usmis.audit.spool`), the byte
+  offset up to which its entries are in the chain — moved in the same transaction as
+  the entries, so a replay after a crash neither loses nor repeats one.
 
 Only opaque ids are stored: usernames/subjects, organization ids, FHIR logical ids, person
 keys.  Never names, IINs or phones.
@@ -85,4 +88,11 @@ checkpoint = Table(
     Column("signed_at", String(32), nullable=False),
     Column("kid", String(64), nullable=False),
     Column("signature", String(200), nullable=False),
+)
+
+spool = Table(
+    "audit_spool",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("offset", BigInteger, nullable=False),
 )

@@ -15,7 +15,7 @@ that authorise and audit at their own boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, Table
 
@@ -62,6 +62,19 @@ class AccessContext(Protocol):
         query: str | None = None,
     ) -> None:
         """Append audit entries (same transaction).  ``outcome`` is AuditEvent.outcome."""
+        ...
+
+
+class ReadLookup(Protocol):
+    """Optional part of the seam: what deciding a read will need, fetched by the store in
+    the read's own statement (one round trip instead of two)."""
+
+    def read_lookup(self, dialect: str) -> tuple[str, dict[str, Any]] | None:
+        """SQL of (kind, value) rows about the Patient ``:pid``, and its parameters."""
+        ...
+
+    def adopt_lookup(self, patient_id: str | None, rows: list[tuple[str, str]]) -> None:
+        """The rows that SQL gave for the read row's ``patient_id``."""
         ...
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Row,
     Select,
+    String,
     and_,
     bindparam,
+    column,
     false,
     func,
     insert,
@@ -24,6 +29,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.sql.selectable import TextualSelect
 
 from usmis.fhir.search.service import _no_generic_plans as no_generic_plans
 from usmis.fhir.search.tables import idx_token
@@ -192,6 +198,28 @@ def get_current(
 ) -> Row[Any] | None:
     stmt = _GET_CURRENT_FOR_UPDATE if for_update else _GET_CURRENT
     return conn.execute(stmt, {"rt": resource_type, "rid": rid}).first()
+
+
+def get_current_with(
+    conn: Connection, resource_type: str, rid: str, lookup_sql: str, params: dict[str, Any]
+) -> tuple[Row[Any] | None, list[tuple[str, str]]]:
+    """PostgreSQL: the current row and, in the same statement, the (kind, value) rows of
+    ``lookup_sql`` (a query about the Patient ``:pid``) for the row's patient."""
+    row = conn.execute(_current_with(lookup_sql), {**params, "rt": resource_type, "rid": rid}
+                       ).first()
+    if row is None:
+        return None, []
+    return row, [(k, v) for k, _, v in (x.partition("|") for x in row.lookup)]
+
+
+@lru_cache(maxsize=32)
+def _current_with(lookup_sql: str) -> TextualSelect:
+    cols = ", ".join(f'fr."{c.name}"' for c in resource.c)
+    inner = re.sub(r":pid\b", "fr.patient_id", lookup_sql)
+    return text(
+        f"SELECT {cols}, ARRAY(SELECT x.kind || '|' || x.value FROM ({inner}) AS x(kind, value))"
+        " AS lookup FROM fhir_resource fr WHERE fr.resource_type = :rt AND fr.id = :rid"
+    ).columns(*resource.c, column("lookup", ARRAY(String)))
 
 
 def get_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Row[Any]]:

@@ -342,7 +342,14 @@ class FhirService:
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
         _check_address(resource_type, rid)
-        row = repo.get_current(self.conn, resource_type, rid)
+        ask = getattr(self.access, "read_lookup", None)  # optional seam (ReadLookup)
+        lookup = ask(self.conn.dialect.name) if ask is not None else None
+        if lookup is None:
+            row = repo.get_current(self.conn, resource_type, rid)
+        else:
+            row, rows = repo.get_current_with(self.conn, resource_type, rid, *lookup)
+            if row is not None:
+                self.access.adopt_lookup(row.patient_id, rows)  # type: ignore[attr-defined]
         if row is None:
             raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
         meta = self._meta(row)

@@ -65,3 +65,8 @@ class Gone(UsmisError):
 class PreconditionFailed(UsmisError):
     status = 412
     code = "conflict"
+
+
+class ServiceUnavailable(UsmisError):
+    status = 503
+    code = "transient"
