@@ -316,11 +316,12 @@ class RequestAccess:
         self._adopt(patient_id, found)
         return found
 
-    def _facts_query(self) -> tuple[str, dict[str, Any]] | None:
+    def _facts_query(self, *, expression: bool = False) -> tuple[str, dict[str, Any]] | None:
         p = self.principal
         if p.role not in GUARDED_ROLES:
             return None
-        return repo.facts_query(
+        build = repo.facts_expression if expression else repo.facts_query
+        return build(
             org=p.organization_id,
             subject=p.subject,
             now=self.now,
@@ -341,16 +342,17 @@ class RequestAccess:
             if found.used and patient_id is not None:
                 self._state.used.add(patient_id)
 
-    # STORE's optional seam: the facts ride along with a read's own statement.
+    # STORE's optional seam: the facts ride along with the store's own statement.
     def read_lookup(self, dialect: str) -> tuple[str, dict[str, Any]] | None:
-        """SQL of (kind, value) rows about the Patient ``:pid`` that deciding a read will
-        need, with its parameters; None when nothing is needed (or not on ``dialect``)."""
+        """An SQL expression over the Patient ``{pid}`` giving what deciding a read will
+        need (``kind|value`` strings), with its parameters; None when nothing is needed
+        (or on SQLite, where a lookup is an in-process call, not a round trip)."""
         if not self.settings.policy_enabled or dialect != "postgresql":
-            return None  # SQLite: a lookup is an in-process call, not a round trip
-        return self._facts_query()
+            return None
+        return self._facts_query(expression=True)
 
     def adopt_lookup(self, patient_id: str | None, rows: list[tuple[str, str]]) -> None:
-        """The rows of :meth:`read_lookup`, fetched by the store for ``patient_id``."""
+        """What that expression gave for ``patient_id``."""
         self._adopt(patient_id, repo.parse_facts(rows, guard=True))
 
     def _touch(self, patients: list[str], action: str, resource_type: str | None) -> None:

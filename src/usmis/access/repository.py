@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -344,12 +347,13 @@ class PatientLookup:
 
 
 @cache
-def _facts_sql(care: bool, consent: bool, guard: bool) -> str:
+def _facts_sql(care: bool, consent: bool, guard: bool, linked: bool | None = None) -> str:
     """The per-patient lookup, built once per shape: the person keys, the consent provisions
     and emergency grants of the person (all its Patients), the care relationship, and the
     exfiltration guard's state — one statement, every part an index probe (the same probes
     as the search predicate, :mod:`usmis.access.policy_sql`)."""
-    linked = _mpi_link() is not None
+    if linked is None:
+        linked = _mpi_link() is not None
     slots = {"pid": ":pid", "org": ":org", "subject": ":subject", "now": ":now",
              "recent": ":recent"}
     parts: list[str] = []
@@ -380,6 +384,52 @@ def _facts_statement(sql: str) -> FastStatement:
         stmt = stmt.bindparams(bindparam("now", type_=DateTime(timezone=True)),
                                bindparam("recent", type_=DateTime(timezone=True)))
     return FastStatement(stmt)
+
+
+def facts_expression(
+    *,
+    org: str | None,
+    subject: str,
+    now: datetime,
+    encounter_days: int,
+    care: bool,
+    consent: bool,
+    guard_hour: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: the lookup of :func:`facts_query` as one SQL expression over the
+    Patient ``{pid}`` — a call of its PL/pgSQL function (``kind|value`` strings) — for a
+    statement of the FHIR store to select beside its rows; and the parameters."""
+    sql, params = facts_query(org=org, subject=subject, now=now, encounter_days=encounter_days,
+                              care=care, consent=consent, guard_hour=guard_hour)
+    args = ", ".join(["{pid}", "CAST(:org AS VARCHAR)", "CAST(:subject AS VARCHAR)",
+                      "CAST(:now AS TIMESTAMPTZ)", "CAST(:recent AS TIMESTAMPTZ)",
+                      "CAST(:hour AS VARCHAR)"])
+    full = {"org": None, "subject": None, "now": None, "recent": None, "hour": None, **params}
+    return f"{_facts_function_name(sql)}({args})", full
+
+
+def _facts_function_name(sql: str) -> str:
+    return f"usmis_facts_{hashlib.sha256(_function_body(sql).encode()).hexdigest()[:8]}"
+
+
+def _function_body(sql: str) -> str:
+    return re.sub(r":(\w+)\b", r"p_\1", sql)
+
+
+def facts_function_ddl() -> list[str]:
+    """CREATE statements of the lookup's functions, one per shape (idempotent); their names
+    carry a hash of their body, like the search predicate's (``policy_sql``)."""
+    out = []
+    for care, consent, guard, linked in itertools.product((False, True), repeat=4):
+        sql = _facts_sql(care, consent, guard, linked)
+        out.append(
+            f"CREATE OR REPLACE FUNCTION {_facts_function_name(sql)}(p_pid varchar, "
+            "p_org varchar, p_subject varchar, p_now timestamptz, p_recent timestamptz, "
+            "p_hour varchar) RETURNS varchar[] LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$ "
+            "BEGIN RETURN ARRAY(SELECT x.kind || '|' || x.value FROM "
+            f"({_function_body(sql)}) AS x(kind, value)); END $fn$"
+        )
+    return out
 
 
 def run_facts(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:

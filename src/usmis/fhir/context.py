@@ -66,15 +66,16 @@ class AccessContext(Protocol):
 
 
 class ReadLookup(Protocol):
-    """Optional part of the seam: what deciding a read will need, fetched by the store in
-    the read's own statement (one round trip instead of two)."""
+    """Optional part of the seam: what deciding on rows will need, fetched by the store in
+    the statement that reads them (one round trip instead of two)."""
 
     def read_lookup(self, dialect: str) -> tuple[str, dict[str, Any]] | None:
-        """SQL of (kind, value) rows about the Patient ``:pid``, and its parameters."""
+        """An SQL expression over the Patient ``{pid}`` giving ``kind|value`` strings, and
+        its parameters (None: nothing to fetch)."""
         ...
 
     def adopt_lookup(self, patient_id: str | None, rows: list[tuple[str, str]]) -> None:
-        """The rows that SQL gave for the read row's ``patient_id``."""
+        """The (kind, value) pairs that expression gave for ``patient_id``."""
         ...
 
 

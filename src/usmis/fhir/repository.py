@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -201,24 +200,49 @@ def get_current(
 
 
 def get_current_with(
-    conn: Connection, resource_type: str, rid: str, lookup_sql: str, params: dict[str, Any]
+    conn: Connection, resource_type: str, rid: str, lookup: str, params: dict[str, Any]
 ) -> tuple[Row[Any] | None, list[tuple[str, str]]]:
-    """PostgreSQL: the current row and, in the same statement, the (kind, value) rows of
-    ``lookup_sql`` (a query about the Patient ``:pid``) for the row's patient."""
-    row = conn.execute(_current_with(lookup_sql), {**params, "rt": resource_type, "rid": rid}
+    """PostgreSQL: the current row and, in the same statement, ``lookup`` (an SQL
+    expression over the Patient ``{pid}`` giving ``kind|value`` strings) for its patient."""
+    row = conn.execute(_with_lookup(lookup, False), {**params, "rt": resource_type, "rid": rid}
                        ).first()
-    if row is None:
-        return None, []
-    return row, [(k, v) for k, _, v in (x.partition("|") for x in row.lookup)]
+    return (None, []) if row is None else (row, _pairs(row.lookup))
 
 
-@lru_cache(maxsize=32)
-def _current_with(lookup_sql: str) -> TextualSelect:
+def get_many_with(
+    conn: Connection, keys: Sequence[tuple[str, str]], lookup: str, params: dict[str, Any]
+) -> tuple[list[Row[Any]], dict[str, list[tuple[str, str]]]]:
+    """:func:`get_many` and ``lookup`` once per patient of the rows (PostgreSQL)."""
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
+    rows: list[Row[Any]] = []
+    found: dict[str, list[tuple[str, str]]] = {}
+    for rtype, ids in by_type.items():
+        for row in conn.execute(_with_lookup(lookup, True), {**params, "rt": rtype, "ids": ids}):
+            rows.append(row)
+            if row.lookup is not None:
+                found[row.patient_id] = _pairs(row.lookup)
+    return rows, found
+
+
+def _pairs(values: list[str]) -> list[tuple[str, str]]:
+    return [(k, v) for k, _, v in (x.partition("|") for x in values)]
+
+
+@lru_cache(maxsize=64)
+def _with_lookup(lookup: str, many: bool) -> TextualSelect:
     cols = ", ".join(f'fr."{c.name}"' for c in resource.c)
-    inner = re.sub(r":pid\b", "fr.patient_id", lookup_sql)
+    call = lookup.replace("{pid}", "fr.patient_id")
+    if many:  # once per patient: CASE runs the call only on the patient's first row
+        call = ("CASE WHEN fr.patient_id IS NOT NULL AND row_number() OVER "
+                f"(PARTITION BY fr.patient_id) = 1 THEN {call} END")
+        where = "fr.id = ANY(CAST(:ids AS VARCHAR[]))"
+    else:
+        where = "fr.id = :rid"
     return text(
-        f"SELECT {cols}, ARRAY(SELECT x.kind || '|' || x.value FROM ({inner}) AS x(kind, value))"
-        " AS lookup FROM fhir_resource fr WHERE fr.resource_type = :rt AND fr.id = :rid"
+        f"SELECT {cols}, {call} AS lookup FROM fhir_resource fr "
+        f"WHERE fr.resource_type = :rt AND {where}"
     ).columns(*resource.c, column("lookup", ARRAY(String)))
 
 

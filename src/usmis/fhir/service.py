@@ -342,8 +342,7 @@ class FhirService:
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
         _check_address(resource_type, rid)
-        ask = getattr(self.access, "read_lookup", None)  # optional seam (ReadLookup)
-        lookup = ask(self.conn.dialect.name) if ask is not None else None
+        lookup = self._lookup()
         if lookup is None:
             row = repo.get_current(self.conn, resource_type, rid)
         else:
@@ -358,6 +357,12 @@ class FhirService:
             raise Gone(f"{resource_type}/{rid} was deleted", expression=[resource_type])
         self.access.record(self.conn, "read", resource_type, [meta])
         return self._stored(row)
+
+    def _lookup(self) -> tuple[str, dict[str, Any]] | None:
+        """What the access context wants fetched with the rows (optional seam,
+        ``context.ReadLookup``)."""
+        ask = getattr(self.access, "read_lookup", None)
+        return ask(self.conn.dialect.name) if ask is not None else None
 
     def read(self, resource_type: str, rid: str) -> dict[str, Any]:
         body = self.read_raw(resource_type, rid).body
@@ -390,7 +395,14 @@ class FhirService:
 
         Authorisation of each row and one audit record for the lot.
         """
-        rows = {(r.resource_type, r.id): r for r in repo.get_many(self.conn, keys)}
+        lookup = self._lookup()
+        if lookup is None:
+            fetched = repo.get_many(self.conn, keys)
+        else:
+            fetched, found = repo.get_many_with(self.conn, keys, *lookup)
+            for pid, facts in found.items():
+                self.access.adopt_lookup(pid, facts)  # type: ignore[attr-defined]
+        rows = {(r.resource_type, r.id): r for r in fetched}
         out: list[StoredVersion] = []
         metas: list[RowMeta] = []
         for key in keys:
