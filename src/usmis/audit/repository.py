@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, RowMapping, bindparam, func, select, text, update
 
 from usmis.audit import tables as t
@@ -19,6 +20,9 @@ _ADVANCE = (
     .returning(t.head.c.seq, t.head.c.hash)
 )
 _SET_HASH = update(t.head).where(t.head.c.id == 1).values(hash=bindparam("h"))
+_ENTRY_COLUMNS = (*CONTENT_FIELDS, "prev_hash", "hash")
+_COLS = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
+_VALS = ", ".join(f":{c}" for c in _ENTRY_COLUMNS)
 
 
 def advance_head(conn: Connection) -> tuple[int, str]:
@@ -42,11 +46,38 @@ def advance_head_by(conn: Connection, n: int) -> tuple[int, str]:
 
 
 def insert_entries(conn: Connection, entries: list[dict[str, Any]],
-                   patients: list[dict[str, Any]]) -> None:
-    """Many entries (and their patient index rows) in one executemany each."""
-    conn.execute(t.entry.insert(), entries)
-    if patients:
-        conn.execute(t.patient.insert(), patients)
+                   patients: list[dict[str, Any]], spool: tuple[str, int]) -> None:
+    """Many entries, their patient index rows and the spool's new mark ``(name, offset)``
+    in one statement: the rows go as one JSON parameter (an executemany of them cost
+    ~0.2 ms of client CPU per entry)."""
+    params = {"entries": orjson.dumps(entries).decode(), "patients":
+              orjson.dumps(patients).decode(), "spool": spool[0], "offset": spool[1]}
+    if conn.dialect.name == "postgresql":
+        _PG_INSERT_MANY.run(conn, params)
+    else:
+        _SQLITE_ENTRIES.run(conn, params)
+        _SQLITE_PATIENTS.run(conn, params)
+        _SPOOL_MARK.run(conn, params)
+
+
+_MARK = ('INSERT INTO audit_spool (name, "offset") VALUES (:spool, :offset) '
+         'ON CONFLICT (name) DO UPDATE SET "offset" = excluded."offset"')
+_SPOOL_MARK = FastStatement(text(_MARK))
+_PG_INSERT_MANY = FastStatement(text(
+    f"WITH e AS (INSERT INTO audit_entry (seq, {_COLS}) SELECT seq, {_COLS} FROM "
+    "json_populate_recordset(NULL::audit_entry, CAST(:entries AS JSON))), "
+    "p AS (INSERT INTO audit_patient (seq, patient_id) SELECT seq, patient_id FROM "
+    "json_populate_recordset(NULL::audit_patient, CAST(:patients AS JSON))) " + _MARK
+))
+_SQLITE_ENTRIES = FastStatement(text(
+    f"INSERT INTO audit_entry (seq, {_COLS}) SELECT "
+    + ", ".join(f"json_extract(value, '$.{c}')" for c in ("seq", *_ENTRY_COLUMNS))
+    + " FROM json_each(:entries)"
+))
+_SQLITE_PATIENTS = FastStatement(text(
+    "INSERT INTO audit_patient (seq, patient_id) SELECT json_extract(value, '$.seq'), "
+    "json_extract(value, '$.patient_id') FROM json_each(:patients)"
+))
 
 
 def spool_offset(conn: Connection, name: str) -> int:
@@ -56,9 +87,7 @@ def spool_offset(conn: Connection, name: str) -> int:
 
 
 def set_spool_offset(conn: Connection, name: str, offset: int) -> None:
-    if not conn.execute(update(t.spool).where(t.spool.c.name == name)
-                        .values(offset=offset)).rowcount:
-        conn.execute(t.spool.insert().values(name=name, offset=offset))
+    _SPOOL_MARK.run(conn, {"spool": name, "offset": offset})
 
 
 def drop_spool(conn: Connection, name: str) -> None:
@@ -74,9 +103,6 @@ def get_head(conn: Connection) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-_ENTRY_COLUMNS = (*CONTENT_FIELDS, "prev_hash", "hash")
-_COLS = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
-_VALS = ", ".join(f":{c}" for c in _ENTRY_COLUMNS)
 
 
 def _pg_append(head: str) -> FastStatement:

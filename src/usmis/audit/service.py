@@ -69,10 +69,11 @@ def append(conn: Connection, settings: Settings, record: AuditRecord) -> int:
     return seq
 
 
-def append_many(conn: Connection, settings: Settings, contents: list[dict[str, Any]]) -> int:
+def append_many(conn: Connection, settings: Settings, contents: list[dict[str, Any]],
+                spool: tuple[str, int]) -> int:
     """Append entries whose content is already built (``content_of``), in order, in the
-    caller's transaction: one head update and one insert of each kind for the lot (the
-    read spool's batches).  The last seq."""
+    caller's transaction, and move the read spool's mark to ``(name, offset)``: three
+    statements for the lot.  The last seq."""
     keys = audit_keys.load(settings)
     first, prev = repo.advance_head_by(conn, len(contents))
     entries: list[dict[str, Any]] = []
@@ -82,7 +83,7 @@ def append_many(conn: Connection, settings: Settings, contents: list[dict[str, A
         entries.append({**content, "seq": seq, "prev_hash": prev, "hash": digest})
         index.extend({"seq": seq, "patient_id": p} for p in json.loads(content["patients"]))
         prev = digest
-    repo.insert_entries(conn, entries, index)
+    repo.insert_entries(conn, entries, index, spool)
     repo.set_head_hash(conn, prev)
     _LAST_HEAD[conn.engine] = prev
     every = settings.audit_checkpoint_every

@@ -141,8 +141,8 @@ class AuditSpool:
                 self._hurry.clear()
             try:
                 with unit_of_work(self.engine, write=True) as conn:
-                    audit.append_many(conn, self.settings, [c for c, _ in batch])
-                    repo.set_spool_offset(conn, name, batch[-1][1])
+                    audit.append_many(conn, self.settings, [c for c, _ in batch],
+                                      (name, batch[-1][1]))
             except Exception as exc:  # the database is away: keep the entries, retry
                 failures += 1
                 log.error("audit spool could not append to the chain; retrying",
@@ -235,8 +235,7 @@ def _replay(engine: Engine, settings: Settings, path: Path, fd: int) -> int:
 def _append(engine: Engine, settings: Settings, name: str, contents: list[dict[str, Any]],
             offset: int) -> int:
     with unit_of_work(engine, write=True) as conn:
-        audit.append_many(conn, settings, contents)
-        repo.set_spool_offset(conn, name, offset)
+        audit.append_many(conn, settings, contents, (name, offset))
     return len(contents)
 
 
