@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, FromClause, false
@@ -316,11 +316,13 @@ class RequestAccess:
         self._adopt(patient_id, found)
         return found
 
-    def _facts_query(self, *, expression: bool = False) -> tuple[str, dict[str, Any]] | None:
+    def _facts_query(self, dialect: str | None = None) -> tuple[str, dict[str, Any]] | None:
+        """The patient lookup's SQL over ``:pid`` — or, given the ``dialect``, as an
+        expression over ``{pid}`` for the store's statement — and its parameters."""
         p = self.principal
         if p.role not in GUARDED_ROLES:
             return None
-        build = repo.facts_expression if expression else repo.facts_query
+        build = repo.facts_query if dialect is None else partial(repo.facts_expression, dialect)
         return build(
             org=p.organization_id,
             subject=p.subject,
@@ -344,12 +346,11 @@ class RequestAccess:
 
     # STORE's optional seam: the facts ride along with the store's own statement.
     def read_lookup(self, dialect: str) -> tuple[str, dict[str, Any]] | None:
-        """An SQL expression over the Patient ``{pid}`` giving what deciding a read will
-        need (``kind|value`` strings), with its parameters; None when nothing is needed
-        (or on SQLite, where a lookup is an in-process call, not a round trip)."""
-        if not self.settings.policy_enabled or dialect != "postgresql":
+        """An SQL expression over the Patient ``{pid}`` giving what deciding on the rows
+        will need, with its parameters; None when nothing is needed."""
+        if not self.settings.policy_enabled:
             return None
-        return self._facts_query(expression=True)
+        return self._facts_query(dialect)
 
     def adopt_lookup(self, patient_id: str | None, rows: list[tuple[str, str]]) -> None:
         """What that expression gave for ``patient_id``."""

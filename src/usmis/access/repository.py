@@ -387,6 +387,7 @@ def _facts_statement(sql: str) -> FastStatement:
 
 
 def facts_expression(
+    dialect: str,
     *,
     org: str | None,
     subject: str,
@@ -396,16 +397,22 @@ def facts_expression(
     consent: bool,
     guard_hour: str | None,
 ) -> tuple[str, dict[str, Any]]:
-    """PostgreSQL: the lookup of :func:`facts_query` as one SQL expression over the
-    Patient ``{pid}`` — a call of its PL/pgSQL function (``kind|value`` strings) — for a
-    statement of the FHIR store to select beside its rows; and the parameters."""
+    """The lookup of :func:`facts_query` as one SQL expression over the Patient ``{pid}``
+    giving ``kind|value`` items separated by ``\x1e`` — for a statement of the FHIR store
+    to select beside its rows (one round trip, one statement for both) — and its
+    parameters.  PostgreSQL calls the lookup's PL/pgSQL function (planned once per
+    session); SQLite runs it as a correlated sub-select."""
     sql, params = facts_query(org=org, subject=subject, now=now, encounter_days=encounter_days,
                               care=care, consent=consent, guard_hour=guard_hour)
-    args = ", ".join(["{pid}", "CAST(:org AS VARCHAR)", "CAST(:subject AS VARCHAR)",
-                      "CAST(:now AS TIMESTAMPTZ)", "CAST(:recent AS TIMESTAMPTZ)",
-                      "CAST(:hour AS VARCHAR)"])
     full = {"org": None, "subject": None, "now": None, "recent": None, "hour": None, **params}
-    return f"{_facts_function_name(sql)}({args})", full
+    if dialect == "postgresql":
+        args = ", ".join(["{pid}", "CAST(:org AS VARCHAR)", "CAST(:subject AS VARCHAR)",
+                          "CAST(:now AS TIMESTAMPTZ)", "CAST(:recent AS TIMESTAMPTZ)",
+                          "CAST(:hour AS VARCHAR)"])
+        return f"array_to_string({_facts_function_name(sql)}({args}), chr(30))", full
+    inner = re.sub(r":pid\b", "{pid}", sql)
+    return (f"(SELECT group_concat(x.kind || '|' || x.value, char(30)) FROM "
+            f"(SELECT NULL AS kind, NULL AS value WHERE 0 UNION ALL {inner}) AS x)", full)
 
 
 def _facts_function_name(sql: str) -> str:

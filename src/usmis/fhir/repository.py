@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Connection,
+    DateTime,
     Row,
     Select,
     String,
@@ -202,48 +203,59 @@ def get_current(
 def get_current_with(
     conn: Connection, resource_type: str, rid: str, lookup: str, params: dict[str, Any]
 ) -> tuple[Row[Any] | None, list[tuple[str, str]]]:
-    """PostgreSQL: the current row and, in the same statement, ``lookup`` (an SQL
-    expression over the Patient ``{pid}`` giving ``kind|value`` strings) for its patient."""
-    row = conn.execute(_with_lookup(lookup, False), {**params, "rt": resource_type, "rid": rid}
-                       ).first()
+    """The current row and, in the same statement, ``lookup`` (an SQL expression over the
+    Patient ``{pid}`` giving ``kind|value`` items separated by ``\x1e``) for its patient."""
+    stmt = _with_lookup(lookup, tuple(params), conn.dialect.name, False)
+    row = conn.execute(stmt, {**params, "rt": resource_type, "rid": rid}).first()
     return (None, []) if row is None else (row, _pairs(row.lookup))
 
 
 def get_many_with(
     conn: Connection, keys: Sequence[tuple[str, str]], lookup: str, params: dict[str, Any]
 ) -> tuple[list[Row[Any]], dict[str, list[tuple[str, str]]]]:
-    """:func:`get_many` and ``lookup`` once per patient of the rows (PostgreSQL)."""
+    """:func:`get_many` and ``lookup`` once per patient of the rows."""
     by_type: dict[str, list[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, []).append(rid)
+    stmt = _with_lookup(lookup, tuple(params), conn.dialect.name, True)
     rows: list[Row[Any]] = []
     found: dict[str, list[tuple[str, str]]] = {}
     for rtype, ids in by_type.items():
-        for row in conn.execute(_with_lookup(lookup, True), {**params, "rt": rtype, "ids": ids}):
+        for row in conn.execute(stmt, {**params, "rt": rtype, "ids": _id_list(conn, ids)}):
             rows.append(row)
             if row.lookup is not None:
                 found[row.patient_id] = _pairs(row.lookup)
     return rows, found
 
 
-def _pairs(values: list[str]) -> list[tuple[str, str]]:
-    return [(k, v) for k, _, v in (x.partition("|") for x in values)]
+def _id_list(conn: Connection, ids: list[str]) -> Any:
+    return ids if conn.dialect.name == "postgresql" else orjson.dumps(ids).decode()
+
+
+def _pairs(items: str | None) -> list[tuple[str, str]]:
+    if not items:
+        return []
+    return [(k, v) for k, _, v in (x.partition("|") for x in items.split("\x1e"))]
 
 
 @lru_cache(maxsize=64)
-def _with_lookup(lookup: str, many: bool) -> TextualSelect:
+def _with_lookup(lookup: str, names: tuple[str, ...], dialect: str, many: bool
+                 ) -> TextualSelect:
     cols = ", ".join(f'fr."{c.name}"' for c in resource.c)
     call = lookup.replace("{pid}", "fr.patient_id")
-    if many:  # once per patient: CASE runs the call only on the patient's first row
+    if many:  # once per patient: CASE runs the lookup only on the patient's first row
         call = ("CASE WHEN fr.patient_id IS NOT NULL AND row_number() OVER "
                 f"(PARTITION BY fr.patient_id) = 1 THEN {call} END")
-        where = "fr.id = ANY(CAST(:ids AS VARCHAR[]))"
+        where = ("fr.id = ANY(CAST(:ids AS VARCHAR[]))" if dialect == "postgresql"
+                 else "fr.id IN (SELECT value FROM json_each(:ids))")
     else:
         where = "fr.id = :rid"
-    return text(
-        f"SELECT {cols}, {call} AS lookup FROM fhir_resource fr "
-        f"WHERE fr.resource_type = :rt AND {where}"
-    ).columns(*resource.c, column("lookup", ARRAY(String)))
+    stmt = text(f"SELECT {cols}, {call} AS lookup FROM fhir_resource fr "
+                f"WHERE fr.resource_type = :rt AND {where}")
+    # Instants go through the column type (SQLite stores them as text).
+    stmt = stmt.bindparams(*(bindparam(n, type_=DateTime(timezone=True))
+                             for n in ("now", "recent") if n in names and f":{n}" in call))
+    return stmt.columns(*resource.c, column("lookup", String))
 
 
 def get_many(conn: Connection, keys: Sequence[tuple[str, str]]) -> list[Row[Any]]:
