@@ -405,14 +405,19 @@ def facts_expression(
     sql, params = facts_query(org=org, subject=subject, now=now, encounter_days=encounter_days,
                               care=care, consent=consent, guard_hour=guard_hour)
     full = {"org": None, "subject": None, "now": None, "recent": None, "hour": None, **params}
+    return _expression(sql, dialect), full
+
+
+@cache
+def _expression(sql: str, dialect: str) -> str:
     if dialect == "postgresql":
         args = ", ".join(["{pid}", "CAST(:org AS VARCHAR)", "CAST(:subject AS VARCHAR)",
                           "CAST(:now AS TIMESTAMPTZ)", "CAST(:recent AS TIMESTAMPTZ)",
                           "CAST(:hour AS VARCHAR)"])
-        return f"array_to_string({_facts_function_name(sql)}({args}), chr(30))", full
+        return f"array_to_string({_facts_function_name(sql)}({args}), chr(30))"
     inner = re.sub(r":pid\b", "{pid}", sql)
     return (f"(SELECT group_concat(x.kind || '|' || x.value, char(30)) FROM "
-            f"(SELECT NULL AS kind, NULL AS value WHERE 0 UNION ALL {inner}) AS x)", full)
+            f"(SELECT NULL AS kind, NULL AS value WHERE 0 UNION ALL {inner}) AS x)")
 
 
 def _facts_function_name(sql: str) -> str:
