@@ -50,7 +50,8 @@ def _entities(engine: object) -> list[str]:
 def test_a_killed_process_journal_is_replayed_exactly_once(settings: Settings) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout is not None
     child.stdin.write(settings.model_dump_json())
     child.stdin.close()
     assert child.stdout.readline().strip() == "journaled"
