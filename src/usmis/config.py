@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # Reads are journaled to a local spool and chained in the background (usmis.audit.spool);
     # false: each read's entry commits in the read's own transaction.
     audit_spool: bool = True
-    audit_spool_interval_ms: int = 100
+    audit_spool_interval_ms: int = 500
 
     @cached_property
     def resolved_database_url(self) -> str:

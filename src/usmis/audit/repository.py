@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping, bindparam, func, select, text, update
+from sqlalchemy import Connection, RowMapping, func, select, text, update
 
 from usmis.audit import tables as t
 from usmis.audit.model import CONTENT_FIELDS, StoredCheckpoint, StoredEntry
@@ -19,7 +19,6 @@ _ADVANCE = (
     .values(seq=t.head.c.seq + 1)
     .returning(t.head.c.seq, t.head.c.hash)
 )
-_SET_HASH = update(t.head).where(t.head.c.id == 1).values(hash=bindparam("h"))
 _ENTRY_COLUMNS = (*CONTENT_FIELDS, "prev_hash", "hash")
 _COLS = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
 _VALS = ", ".join(f":{c}" for c in _ENTRY_COLUMNS)
@@ -35,14 +34,15 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+_ADVANCE_BY = FastStatement(text(
+    "UPDATE audit_head SET seq = seq + :n WHERE id = 1 RETURNING seq, hash"))
+
+
 def advance_head_by(conn: Connection, n: int) -> tuple[int, str]:
     """Take the chain head and reserve ``n`` seqs: (the first of them, its predecessor's
     hash)."""
-    row = conn.execute(
-        update(t.head).where(t.head.c.id == 1).values(seq=t.head.c.seq + n)
-        .returning(t.head.c.seq, t.head.c.hash)
-    ).one()
-    return int(row[0]) - n + 1, str(row[1])
+    seq, hash_ = _ADVANCE_BY.run(conn, {"n": n})[0]
+    return int(seq) - n + 1, str(hash_)
 
 
 def insert_entries(conn: Connection, entries: list[dict[str, Any]],
@@ -94,8 +94,11 @@ def drop_spool(conn: Connection, name: str) -> None:
     conn.execute(t.spool.delete().where(t.spool.c.name == name))
 
 
+_SET_HASH = FastStatement(text("UPDATE audit_head SET hash = :h WHERE id = 1"))
+
+
 def set_head_hash(conn: Connection, hash_: str) -> None:
-    conn.execute(_SET_HASH, {"h": hash_})
+    _SET_HASH.run(conn, {"h": hash_})
 
 
 def get_head(conn: Connection) -> tuple[int, str]:
