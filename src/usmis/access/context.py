@@ -2,8 +2,9 @@
 
 It implements STORE's seam (``usmis.fhir.context.AccessContext``): ``authorize`` decides
 with :mod:`usmis.access.policy` from facts looked up here (cached per patient for the
-request), ``row_filter`` hands search the same policy as SQL, ``record`` appends the audit
-entry on the work's own connection (same transaction) and applies the exfiltration guard.
+request), ``row_filter`` hands search the same policy as SQL, ``record`` applies the
+exfiltration guard and appends the audit entry: a write's on the work's own connection
+(same transaction), a read's to the read spool (:mod:`usmis.audit.spool`).
 
 What must survive the request's rollback — the audit entries of *denials*, the guard's
 usage counts, a block and the auditor's alert — is kept pending and written by
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, FromClause, false
@@ -322,8 +323,7 @@ class RequestAccess:
         p = self.principal
         if p.role not in GUARDED_ROLES:
             return None
-        build = repo.facts_query if dialect is None else partial(repo.facts_expression, dialect)
-        return build(
+        query = repo.facts_query(
             org=p.organization_id,
             subject=p.subject,
             now=self.now,
@@ -332,6 +332,7 @@ class RequestAccess:
             consent=p.role in (Role.CLINICIAN, Role.INVESTIGATOR),
             guard_hour=self.hour,  # the guard's block, count and this patient ride along
         )
+        return query if dialect is None else repo.facts_expression(dialect, *query)
 
     def _adopt(self, patient_id: str | None, found: repo.PatientLookup) -> None:
         if patient_id is not None:

@@ -386,24 +386,13 @@ def _facts_statement(sql: str) -> FastStatement:
     return FastStatement(stmt)
 
 
-def facts_expression(
-    dialect: str,
-    *,
-    org: str | None,
-    subject: str,
-    now: datetime,
-    encounter_days: int,
-    care: bool,
-    consent: bool,
-    guard_hour: str | None,
-) -> tuple[str, dict[str, Any]]:
-    """The lookup of :func:`facts_query` as one SQL expression over the Patient ``{pid}``
-    giving ``kind|value`` items separated by ``\x1e`` — for a statement of the FHIR store
-    to select beside its rows (one round trip, one statement for both) — and its
-    parameters.  PostgreSQL calls the lookup's PL/pgSQL function (planned once per
-    session); SQLite runs it as a correlated sub-select."""
-    sql, params = facts_query(org=org, subject=subject, now=now, encounter_days=encounter_days,
-                              care=care, consent=consent, guard_hour=guard_hour)
+def facts_expression(dialect: str, sql: str, params: dict[str, Any]
+                     ) -> tuple[str, dict[str, Any]]:
+    """A :func:`facts_query` as one SQL expression over the Patient ``{pid}`` giving
+    ``kind|value`` items separated by ``\x1e`` — for a statement of the FHIR store to
+    select beside its rows (one statement for both) — and its parameters.  PostgreSQL
+    calls the lookup's PL/pgSQL function (planned once per session); SQLite runs it as a
+    correlated sub-select."""
     full = {"org": None, "subject": None, "now": None, "recent": None, "hour": None, **params}
     return _expression(sql, dialect), full
 
@@ -460,9 +449,8 @@ def facts_query(
     guard_hour: str | None,
 ) -> tuple[str, dict[str, Any]]:
     """What the policy and the audit entry need about one patient, as SQL of (kind, value)
-    rows about the Patient
-    ``:pid``, and its other parameters — for a caller that runs it inside its own
-    statement (a read fetches it with the resource row: one round trip for both)."""
+    rows about the Patient ``:pid`` (:func:`run_facts`; or inside the store's own statement,
+    :func:`facts_expression`), and its other parameters."""
     care = bool(care and org)
     params: dict[str, Any] = {}
     if care or guard_hour is not None:

@@ -4,8 +4,9 @@ The service asks its :class:`AccessContext` three things (docs/CONTRACTS.md): ma
 principal do this action on this type / this stored row (``authorize`` raises
 :class:`usmis.kit.errors.Forbidden`); which rows may it see at all (``row_filter``: an SQL
 predicate over ``fhir_resource`` applied *inside* searches so totals do not leak); and
-it ``record``s every read, search, write and export in the audit log on the same
-connection, hence in the same transaction as the work.
+it ``record``s every read, search, write and export in the audit log (writes on the same
+connection, hence in the same transaction as the work; reads through the access domain's
+read spool, journaled before the answer).
 
 ``usmis.access`` provides the real implementation for HTTP requests;
 :class:`SystemAccess` is for trusted in-process callers (ingest pipeline, CLI, bench)
