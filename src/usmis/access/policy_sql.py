@@ -200,9 +200,14 @@ def _pg_body(cls: type[PolicySql]) -> str:
     return fill(cls.postgresql, **{slot: f"p_{slot}" for slot in cls.slots})
 
 
+def hashed_function_name(stem: str, body: str) -> str:
+    """``usmis_<stem>_<hash of body>``: a changed body is a new function, never a stale one."""
+    return f"usmis_{stem}_{hashlib.sha256(body.encode()).hexdigest()[:8]}"
+
+
 def pg_function_name(cls: type[PolicySql]) -> str:
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
-    return f"usmis_{snake}_{hashlib.sha256(_pg_body(cls).encode()).hexdigest()[:8]}"
+    return hashed_function_name(re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower(),
+                                _pg_body(cls))
 
 
 def pg_function_ddl() -> list[str]:

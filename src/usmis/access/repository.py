@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from usmis.access.policy_sql import (
     ConsentAllows,
     ConsentAllowsLinked,
     fill,
+    hashed_function_name,
     probe,
 )
 from usmis.kit.db import FastStatement
@@ -410,7 +410,7 @@ def _expression(sql: str, dialect: str) -> str:
 
 
 def _facts_function_name(sql: str) -> str:
-    return f"usmis_facts_{hashlib.sha256(_function_body(sql).encode()).hexdigest()[:8]}"
+    return hashed_function_name("facts", _function_body(sql))
 
 
 def _function_body(sql: str) -> str:

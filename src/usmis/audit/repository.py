@@ -86,10 +86,6 @@ def spool_offset(conn: Connection, name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def set_spool_offset(conn: Connection, name: str, offset: int) -> None:
-    _SPOOL_MARK.run(conn, {"spool": name, "offset": offset})
-
-
 def drop_spool(conn: Connection, name: str) -> None:
     conn.execute(t.spool.delete().where(t.spool.c.name == name))
 

@@ -16,7 +16,7 @@ that authorise and audit at their own boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import ColumnElement, Connection, Table
 
@@ -66,6 +66,7 @@ class AccessContext(Protocol):
         ...
 
 
+@runtime_checkable
 class ReadLookup(Protocol):
     """Optional part of the seam: what deciding on rows will need, fetched by the store in
     the statement that reads them (one round trip instead of two)."""

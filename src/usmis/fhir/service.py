@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Row
 
 from usmis.fhir import indexing, model
 from usmis.fhir import repository as repo
-from usmis.fhir.context import AccessContext, RowMeta, SystemAccess
+from usmis.fhir.context import AccessContext, ReadLookup, RowMeta, SystemAccess
 from usmis.fhir.errors import InvalidResource, MethodNotAllowed
 from usmis.fhir.search.registry import searchable_params
 from usmis.fhir.tables import resource as resource_table
@@ -346,9 +346,10 @@ class FhirService:
         if lookup is None:
             row = repo.get_current(self.conn, resource_type, rid)
         else:
-            row, rows = repo.get_current_with(self.conn, resource_type, rid, *lookup)
+            reader, sql, params = lookup
+            row, rows = repo.get_current_with(self.conn, resource_type, rid, sql, params)
             if row is not None:
-                self.access.adopt_lookup(row.patient_id, rows)  # type: ignore[attr-defined]
+                reader.adopt_lookup(row.patient_id, rows)
         if row is None:
             raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
         meta = self._meta(row)
@@ -358,11 +359,13 @@ class FhirService:
         self.access.record(self.conn, "read", resource_type, [meta])
         return self._stored(row)
 
-    def _lookup(self) -> tuple[str, dict[str, Any]] | None:
-        """What the access context wants fetched with the rows (optional seam,
-        ``context.ReadLookup``)."""
-        ask = getattr(self.access, "read_lookup", None)
-        return ask(self.conn.dialect.name) if ask is not None else None
+    def _lookup(self) -> tuple[ReadLookup, str, dict[str, Any]] | None:
+        """What the access context wants fetched with the rows (the optional seam
+        ``ReadLookup``): the context, the SQL expression and its parameters."""
+        if not isinstance(self.access, ReadLookup):
+            return None
+        found = self.access.read_lookup(self.conn.dialect.name)
+        return None if found is None else (self.access, *found)
 
     def read(self, resource_type: str, rid: str) -> dict[str, Any]:
         body = self.read_raw(resource_type, rid).body
@@ -399,9 +402,10 @@ class FhirService:
         if lookup is None:
             fetched = repo.get_many(self.conn, keys)
         else:
-            fetched, found = repo.get_many_with(self.conn, keys, *lookup)
+            reader, sql, params = lookup
+            fetched, found = repo.get_many_with(self.conn, keys, sql, params)
             for pid, facts in found.items():
-                self.access.adopt_lookup(pid, facts)  # type: ignore[attr-defined]
+                reader.adopt_lookup(pid, facts)
         rows = {(r.resource_type, r.id): r for r in fetched}
         out: list[StoredVersion] = []
         metas: list[RowMeta] = []
