@@ -268,8 +268,9 @@ def main() -> None:
     args = ap.parse_args()
     print(f"bench_access: {machine()}; {args.patients} patients × {args.obs} observations, "
           f"{args.rounds} rounds × {args.batch} requests per mode and kind, 1 HTTP client")
-    print("  on = policy (care lookup, consent, guard) + audit (hash-chained entry in the "
-          "same transaction); off = both disabled; same data, same token, alternating")
+    print("  on = policy (care lookup, consent, guard) + audit (entry journaled before the "
+          "answer, hash-chained in the background); off = both disabled; same data, same "
+          "token, alternating")
     print(f"  at start: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
         # The guard runs (its cost is measured) but with a limit the workload cannot trip.

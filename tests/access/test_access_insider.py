@@ -106,3 +106,24 @@ def test_a_clinician_in_care_of_many_is_not_blocked_by_rereading(
     for _ in range(3):
         for pid in ids[:20]:
             assert client.get(f"/fhir/Patient/{pid}", headers=doc).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["search", "history"])
+def test_patients_touched_again_still_count_towards_the_limit(
+    crowd: tuple[TestClient, list[str], Settings], how: str,
+) -> None:
+    """A lookup of a patient already touched this hour skips the hour's count; a later new
+    patient in the same request must still be counted against the full hour."""
+    client, ids, settings = crowd
+    limit = settings.exfil_patients_per_hour
+    doc = _h(settings, subject="dr-b2", role="clinician", org="org-B")
+    for pid in ids[:limit]:
+        assert client.get(f"/fhir/Patient/{pid}", headers=doc).status_code == 200
+    if how == "search":  # the first rows are patients touched already, then new ones
+        r = client.get("/fhir/Patient", params={"_count": 100, "_sort": "_lastUpdated"},
+                       headers=doc)
+    else:  # a history page: rows not decided one by one
+        r = client.get("/fhir/Patient/_history", params={"_count": 100}, headers=doc)
+    assert r.status_code == 403, r.text
+    assert "exfiltration guard" in r.json()["issue"][0]["diagnostics"]
+    assert client.get(f"/fhir/Patient/{ids[0]}", headers=doc).status_code == 403

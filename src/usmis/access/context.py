@@ -55,7 +55,8 @@ def hour_key(now: datetime) -> str:
 @dataclass
 class _State:
     blocked: bool = False
-    counted: int = 0  # distinct patients touched this hour (guarded roles)
+    counted: int | None = 0  # distinct patients touched this hour (guarded roles); None:
+    # not known yet (the lookups so far were of patients already touched this hour)
     used: set[str] = field(default_factory=set)  # of those, the ones this request knows
     own_patients: frozenset[str] = frozenset()
 
@@ -338,10 +339,13 @@ class RequestAccess:
         if patient_id is not None:
             self._facts[patient_id] = found
         if found.guard is not None:
+            blocked, counted = found.guard
             if self._state is None:
-                self._state = _State(blocked=found.guard[0], counted=found.guard[1])
-            elif found.guard[0]:
-                self._state.blocked = True
+                self._state = _State(blocked=blocked, counted=counted)
+            else:
+                self._state.blocked |= blocked
+                if self._state.counted is None:
+                    self._state.counted = counted
             if found.used and patient_id is not None:
                 self._state.used.add(patient_id)
 
@@ -371,6 +375,10 @@ class RequestAccess:
         new = [p for p in patients if p not in state.used]
         if not new:
             return
+        if state.counted is None:  # only patients already touched were looked up so far
+            state.counted = repo.guard_state(self._lookup(), self.principal.subject,
+                                             self.hour)[1]
+            self._end_lookup()
         state.used.update(new)
         state.counted += len(new)
         self._pending_usage.update(new)

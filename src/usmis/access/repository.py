@@ -193,11 +193,13 @@ _GUARD = FastStatement(text(_GUARD_SQL))
 
 def guard_state(conn: Connection, subject: str, hour: str) -> tuple[bool, int]:
     """(blocked?, distinct patients touched this hour) in one round trip."""
-    return _guard_of(_GUARD.run(conn, {"subject": subject, "hour": hour}))
+    blocked, count = _guard_of(_GUARD.run(conn, {"subject": subject, "hour": hour}))
+    return blocked, count or 0
 
 
-def _guard_of(rows: Any) -> tuple[bool, int]:
-    blocked, count = False, 0
+def _guard_of(rows: Any) -> tuple[bool, int | None]:
+    """(blocked?, count this hour — None when the rows did not count)."""
+    blocked, count = False, None
     for kind, value in rows:
         if kind == "blocked":
             blocked = True
@@ -342,7 +344,8 @@ class PatientLookup:
     """What one round trip found about a patient's person for one principal."""
 
     facts: Facts
-    guard: tuple[bool, int] | None = None  # (blocked, count this hour) when asked
+    guard: tuple[bool, int | None] | None = None  # (blocked, count this hour) when asked;
+    # the count is None when the patient was already touched this hour (not counted)
     used: bool = False  # the subject already touched this patient this hour
 
 
@@ -370,8 +373,17 @@ def _facts_sql(care: bool, consent: bool, guard: bool, linked: bool | None = Non
         for kind in ("care", "grant"):
             parts.append(f"SELECT '{kind}', '' WHERE {fill(probe(kind, linked), **slots)}")
     if guard:
-        parts += [_GUARD_SQL, "SELECT 'used', '' WHERE EXISTS (SELECT 1 FROM access_usage "
-                              "WHERE subject = :subject AND hour = :hour AND patient_id = :pid)"]
+        # The hour's count matters only when this patient is new to the subject this hour
+        # (it may then cross the limit): a patient already touched skips counting.
+        used = ("EXISTS (SELECT 1 FROM access_usage WHERE subject = :subject AND hour = :hour "
+                "AND patient_id = :pid)")
+        parts += [
+            "SELECT 'blocked', '' WHERE EXISTS (SELECT 1 FROM access_block "
+            "WHERE subject = :subject AND cleared_at IS NULL)",
+            f"SELECT 'used', '' WHERE {used}",
+            "SELECT 'count', (SELECT CAST(count(*) AS VARCHAR(12)) FROM access_usage "
+            f"WHERE subject = :subject AND hour = :hour) WHERE NOT {used}",
+        ]
     if not parts:
         parts.append("SELECT 'none', ''")
     return " UNION ALL ".join(parts)
