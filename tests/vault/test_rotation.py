@@ -14,8 +14,11 @@ from sqlalchemy import select
 from fhir.conftest import LiveServer, make_patient
 from usmis.config import Settings
 from usmis.fhir.tables import resource, resource_history
-from usmis.kit.crypto import LocalKeyFile
-from usmis.kit.db import make_engine
+from usmis.kit.crypto import Keyring, LocalKeyFile
+from usmis.kit.db import make_engine, transaction
+from usmis.mpi import service as mpi
+from usmis.mpi.tables import link as mpi_link
+from usmis.vault.rotation import envelope_tables
 
 
 def test_rotate_while_serving(settings: Settings, live_server: LiveServer) -> None:
@@ -29,6 +32,10 @@ def test_rotate_while_serving(settings: Settings, live_server: LiveServer) -> No
         c.put(f"/fhir/Patient/{ids[0]}", json={**c.get(f"/fhir/Patient/{ids[0]}").json(),
                                                 "active": True})
         old = LocalKeyFile(settings.resolved_key_file).current_kek_id()
+        engine = make_engine(settings.resolved_database_url)
+        with transaction(engine) as conn:  # the patient index's sealed match profiles
+            for rid in ids:
+                mpi.link_source_patient(conn, settings, rid)
 
         def keep_serving() -> None:
             with httpx.Client(base_url=live_server.url, headers=live_server.headers,
@@ -59,12 +66,17 @@ def test_rotate_while_serving(settings: Settings, live_server: LiveServer) -> No
         new = kf.current_kek_id()
         assert new != old
         assert kf.kek_ids() == [new]  # purged
-        engine = make_engine(settings.resolved_database_url)
         try:
             with engine.connect() as conn:
-                for t in (resource, resource_history):
+                tables = envelope_tables()
+                assert {resource, resource_history, mpi_link} <= set(tables)
+                for t in tables:  # every sealed table: store, inbox, MPI, grants, …
                     keks = set(conn.execute(select(t.c.kek_id).distinct()).scalars())
-                    assert keks <= {new, None}
+                    assert keks <= {new, None}, t.name
+                keys = Keyring(kf)  # only the new KEK is left: the profiles still open
+                profiles = conn.execute(select(mpi_link)).all()
+                assert len(profiles) == 10
+                assert {mpi.open_profile(keys, row).key for row in profiles} == set(ids[:10])
         finally:
             engine.dispose()
         for rid in ids:
