@@ -189,7 +189,7 @@ def run(settings: Settings, data: list[tuple[str, list[str]]], rounds: int, batc
     with serve(on, counters["on"]) as url_on, serve(off, counters["off"]) as url_off, \
             httpx.Client(timeout=60) as client:
         urls = {"on": url_on, "off": url_off}
-        for pid, oids in data:  # warm: every patient's first touch of the hour (a usage row)
+        for _pid, oids in data:  # warm: every patient's first touch of the hour (a usage row)
             client.get(f"{url_on}/fhir/Observation/{oids[0]}", headers=headers)
         for kind in ("read", "search"):
             for mode in ("on", "off"):
