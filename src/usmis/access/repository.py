@@ -182,11 +182,11 @@ def review_grant(
 
 # --- consent -------------------------------------------------------------------------
 # --- the exfiltration guard -----------------------------------------------------------
-_GUARD_SQL = (
-    "SELECT 'blocked', '' WHERE EXISTS (SELECT 1 FROM access_block WHERE subject = :subject "
-    "AND cleared_at IS NULL) UNION ALL SELECT 'count', CAST(count(*) AS VARCHAR(12)) "
-    "FROM access_usage WHERE subject = :subject AND hour = :hour"
-)
+_BLOCKED_SQL = ("SELECT 'blocked', '' WHERE EXISTS (SELECT 1 FROM access_block "
+                "WHERE subject = :subject AND cleared_at IS NULL)")
+_COUNT_SQL = ("SELECT 'count', (SELECT CAST(count(*) AS VARCHAR(12)) FROM access_usage "
+              "WHERE subject = :subject AND hour = :hour)")
+_GUARD_SQL = f"{_BLOCKED_SQL} UNION ALL {_COUNT_SQL}"
 # ('blocked', '') when the subject is blocked; ('count', n): distinct patients this hour.
 _GUARD = FastStatement(text(_GUARD_SQL))
 
@@ -377,13 +377,8 @@ def _facts_sql(care: bool, consent: bool, guard: bool, linked: bool | None = Non
         # (it may then cross the limit): a patient already touched skips counting.
         used = ("EXISTS (SELECT 1 FROM access_usage WHERE subject = :subject AND hour = :hour "
                 "AND patient_id = :pid)")
-        parts += [
-            "SELECT 'blocked', '' WHERE EXISTS (SELECT 1 FROM access_block "
-            "WHERE subject = :subject AND cleared_at IS NULL)",
-            f"SELECT 'used', '' WHERE {used}",
-            "SELECT 'count', (SELECT CAST(count(*) AS VARCHAR(12)) FROM access_usage "
-            f"WHERE subject = :subject AND hour = :hour) WHERE NOT {used}",
-        ]
+        parts += [_BLOCKED_SQL, f"SELECT 'used', '' WHERE {used}",
+                  f"{_COUNT_SQL} WHERE NOT {used}"]
     if not parts:
         parts.append("SELECT 'none', ''")
     return " UNION ALL ".join(parts)
