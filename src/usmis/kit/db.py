@@ -59,9 +59,22 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **kwargs
     )
+
+    @event.listens_for(engine, "checkin")
+    def _restore_preparation(dbapi_conn: Any, _record: Any) -> None:
+        # A FHIR search turns psycopg's automatic preparation off for its connection (its
+        # values must be planned each time: usmis.fhir.search.service._no_generic_plans);
+        # the next unit of work on this pooled connection gets the default back.
+        if getattr(dbapi_conn, "prepare_threshold", 0) is None:
+            dbapi_conn.prepare_threshold = PSYCOPG_PREPARE_THRESHOLD
+
+    return engine
+
+
+PSYCOPG_PREPARE_THRESHOLD = 5  # psycopg's default: server-prepare a statement on its 5th run
 
 
 @contextmanager

@@ -142,8 +142,9 @@ def _no_generic_plans(conn: Connection) -> None:
     """psycopg server-prepares a statement run 5 times, and PostgreSQL may then switch to a
     generic plan that ignores the actual, very selective values (10x slower searches).
     Unprepared statements are always planned for their values; turning preparation off on
-    this DBAPI connection is a client-side attribute (no round trip).  It also applies to
-    the caller's other statements on the connection, which is harmless."""
+    this DBAPI connection is a client-side attribute (no round trip).  It applies to the
+    rest of the unit of work; the pool restores it when the connection is returned
+    (:func:`usmis.kit.db.make_engine`)."""
     driver = conn.connection.driver_connection
     if getattr(driver, "prepare_threshold", None) is not None:
         driver.prepare_threshold = None  # type: ignore[union-attr]

@@ -1,0 +1,40 @@
+"""The connection pool hands out connections as the unit of work expects them."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from usmis.config import Settings
+from usmis.fhir.context import SystemAccess
+from usmis.fhir.service import FhirService
+from usmis.kit.crypto import keyring_for
+from usmis.kit.db import make_engine
+
+
+def test_a_search_turns_preparation_off_only_until_its_connection_is_returned(
+    settings: Settings,
+) -> None:
+    """A FHIR search plans its statements for their values (psycopg's automatic
+    preparation off); the next unit of work on the same pooled connection gets the
+    prepared statements back."""
+    if settings.is_sqlite:
+        pytest.skip("statement preparation is psycopg's (PostgreSQL)")
+    engine = make_engine(settings.resolved_database_url, pool_size=1)
+    keys = keyring_for(settings.resolved_key_file)
+    try:
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            FhirService(conn, keys, SystemAccess()).search_ids(
+                "Patient", "identifier=https://usmis.kz/sid/iin|900101300001")
+            assert driver.prepare_threshold is None  # type: ignore[union-attr]
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection is driver  # the same pooled connection
+            for x in range(6):
+                conn.execute(text("SELECT 1 + :x"), {"x": x})
+            prepared = conn.execute(text(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT 1 + %'"
+            )).scalar_one()
+            assert prepared == 1
+    finally:
+        engine.dispose()
