@@ -23,7 +23,10 @@ def on_write(
     resource_id: str,
     patient_id: str | None,
     resource: dict[str, Any] | None,
+    *,
+    new: bool = False,
 ) -> None:
+    """``new``: a resource id just created (nothing projected yet: no delete needed)."""
     if resource_type not in PROJECTED_TYPES:
         return
     if resource_type == "Patient":
@@ -34,7 +37,7 @@ def on_write(
             {"patient_id": patient_id, "consent_id": resource_id, "kind": r.kind,
              "value": r.value}
             for r in rules
-        ])
+        ], new=new)
         return
     links = care_links(resource_type, resource) if resource is not None and patient_id else []
     repo.replace_care_links(conn, resource_type, resource_id, [
@@ -42,4 +45,4 @@ def on_write(
          "resource_type": resource_type, "resource_id": resource_id, "start": link.start,
          "end": link.end}
         for link in links
-    ])
+    ], new=new)

@@ -81,18 +81,23 @@ def replace_care_links(
     resource_type: str,
     resource_id: str,
     rows: list[dict[str, Any]],
+    *,
+    new: bool = False,
 ) -> None:
-    conn.execute(
-        t.care_link.delete().where(
-            t.care_link.c.resource_type == resource_type, t.care_link.c.resource_id == resource_id
+    """The care links projected from one resource (``new``: it has none yet)."""
+    if not new:
+        conn.execute(
+            t.care_link.delete().where(t.care_link.c.resource_type == resource_type,
+                                       t.care_link.c.resource_id == resource_id)
         )
-    )
     if rows:
         conn.execute(t.care_link.insert(), rows)
 
 
-def replace_consent_rules(conn: Connection, consent_id: str, rows: list[dict[str, Any]]) -> None:
-    conn.execute(t.consent_rule.delete().where(t.consent_rule.c.consent_id == consent_id))
+def replace_consent_rules(conn: Connection, consent_id: str, rows: list[dict[str, Any]],
+                          *, new: bool = False) -> None:
+    if not new:
+        conn.execute(t.consent_rule.delete().where(t.consent_rule.c.consent_id == consent_id))
     if rows:
         conn.execute(t.consent_rule.insert(), rows)
 

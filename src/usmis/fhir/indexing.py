@@ -59,8 +59,11 @@ def on_write(
     resource_id: str,
     patient_id: str | None,
     resource: dict[str, Any] | None,
+    *,
+    new: bool = False,
 ) -> None:
-    """Tell the policy about a write (None = deleted): care relationships, consents."""
+    """Tell the policy about a write (None = deleted): care relationships, consents.
+    ``new``: the resource id was just created, so it has no projected rows to replace."""
     fn = _access_fn("usmis.access.care", "on_write")
     if fn is not None:
-        fn(conn, resource_type, resource_id, patient_id, resource)
+        fn(conn, resource_type, resource_id, patient_id, resource, new=new)

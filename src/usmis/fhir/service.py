@@ -470,7 +470,7 @@ class FhirService:
         row = self._seal(res, 1, ts)
         repo.insert_current(self.conn, [row])
         self._index([(rtype, res)], replace=False)
-        indexing.on_write(self.conn, rtype, res["id"], row["patient_id"], res)
+        indexing.on_write(self.conn, rtype, res["id"], row["patient_id"], res, new=True)
         self.access.record(self.conn, "create", rtype, [self._meta(row)])
         return WriteResult(res, True, 201, 1, ts)
 
@@ -703,7 +703,8 @@ class FhirService:
         repo.insert_current(self.conn, rows)
         self._index([(r["resourceType"], r) for r in items], replace=False)
         for res, row in zip(items, rows, strict=True):
-            indexing.on_write(self.conn, res["resourceType"], res["id"], row["patient_id"], res)
+            indexing.on_write(self.conn, res["resourceType"], res["id"], row["patient_id"], res,
+                              new=True)
         self.access.record(
             self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
         )

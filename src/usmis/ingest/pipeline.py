@@ -244,18 +244,19 @@ class Pipeline:
         bundle = mapped.bundle
         entries: list[dict[str, Any]] = bundle["entry"]
         when = mapped.event_time or _aware(row.received_at)
+        keys = {i: record_key(self.settings, row.source_id, e["request"]["url"])
+                for i, e in enumerate(entries)
+                if e["request"]["method"] == "PUT" and "?" in e["request"]["url"]}
+        newest = repo.advance_clocks(conn, source_id=row.source_id,
+                                     record_keys=list(keys.values()), event_time=when,
+                                     inbox_id=row.id)
         targets = []
-        for e in entries:
-            req = e["request"]
-            if req["method"] == "PUT" and "?" in req["url"]:
-                key = record_key(self.settings, row.source_id, req["url"])
-                newest = repo.advance_clock(conn, source_id=row.source_id, record_key=key,
-                                            event_time=when, inbox_id=row.id)
-                if not newest:
-                    # A later state of this record is already stored: keep it.
-                    rtype, _, query = req["url"].partition("?")
-                    e["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
-                    continue
+        for i, e in enumerate(entries):
+            if i in keys and keys[i] not in newest:
+                # A later state of this record is already stored: keep it.
+                rtype, _, query = e["request"]["url"].partition("?")
+                e["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
+                continue
             if e.get("fullUrl"):
                 targets.append({"reference": e["fullUrl"]})
         if targets:

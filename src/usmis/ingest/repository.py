@@ -145,7 +145,7 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
         conn.execute(_finish_stmt(names), rows)
 
 
-# Built once per column set: every message runs one (see advance_clock for why).
+# Built once per column set: every message runs one (see advance_clocks for why).
 _FINISH: dict[tuple[str, ...], Any] = {}
 
 
@@ -288,39 +288,43 @@ def list_merges(conn: Connection, after_id: int = 0, limit: int = 1000) -> list[
     ))
 
 
-def advance_clock(
-    conn: Connection, *, source_id: str, record_key: str, event_time: datetime, inbox_id: int
-) -> bool:
-    """Move a record's clock to ``event_time`` unless it already shows a later one.
-
-    True: this message carries the newest state of the record (apply it).  Concurrent
-    workers serialise on the clock row, so the newest always wins whatever the order.
-    """
-    params = {"p_src": source_id, "p_key": record_key, "p_time": event_time,
-              "p_inbox": inbox_id}
-    return conn.execute(_clock_stmt(conn.dialect.name), params).first() is not None
-
-
-# The upsert is built once per dialect: constructing it per message cost more than the
-# statement itself (the compiled SQL is then cached on the object's cache key).
-_CLOCK: dict[str, Any] = {}
+def advance_clocks(
+    conn: Connection, *, source_id: str, record_keys: list[str], event_time: datetime,
+    inbox_id: int,
+) -> set[str]:
+    """Move the clocks of a message's records to ``event_time`` unless they already show a
+    later one; the keys whose clock moved — this message carries their newest state (apply
+    it).  One statement for all of them.  Concurrent workers serialise on the clock rows,
+    so the newest always wins whatever the order."""
+    keys = sorted(set(record_keys))  # one row each (an upsert may touch a row only once)
+    if not keys:
+        return set()
+    params: dict[str, Any] = {"p_src": source_id, "p_time": event_time, "p_inbox": inbox_id}
+    params.update({f"p_key{i}": k for i, k in enumerate(keys)})
+    return set(conn.execute(_clock_stmt(conn.dialect.name, len(keys)), params).scalars())
 
 
-def _clock_stmt(dialect: str) -> Any:
-    stmt = _CLOCK.get(dialect)
+# The upsert is built once per dialect and number of records: constructing it per message
+# cost more than the statement itself (the compiled SQL is then cached on the object).
+_CLOCK: dict[tuple[str, int], Any] = {}
+
+
+def _clock_stmt(dialect: str, n: int) -> Any:
+    stmt = _CLOCK.get((dialect, n))
     if stmt is None:
         mod = postgresql if dialect == "postgresql" else sqlite
-        ins = mod.insert(t.record_clock).values(
-            source_id=bindparam("p_src"), record_key=bindparam("p_key"),
-            event_time=bindparam("p_time"), inbox_id=bindparam("p_inbox"),
-        )
-        stmt = _CLOCK[dialect] = ins.on_conflict_do_update(
+        ins = mod.insert(t.record_clock).values([
+            {"source_id": bindparam("p_src"), "record_key": bindparam(f"p_key{i}"),
+             "event_time": bindparam("p_time"), "inbox_id": bindparam("p_inbox")}
+            for i in range(n)
+        ])
+        stmt = _CLOCK[(dialect, n)] = ins.on_conflict_do_update(
             index_elements=["source_id", "record_key"],
             set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id},
             where=(t.record_clock.c.event_time < ins.excluded.event_time)
             | ((t.record_clock.c.event_time == ins.excluded.event_time)
                & (t.record_clock.c.inbox_id <= ins.excluded.inbox_id)),
-        ).returning(t.record_clock.c.inbox_id)
+        ).returning(t.record_clock.c.record_key)
     return stmt
 
 
