@@ -140,3 +140,50 @@ def test_a_merge_answers_the_open_review_items_between_the_two(
         service.merge(conn, pa, pb, actor="registrar:1", reason="same woman, checked")
         assert [r.id for r in service.list_review(conn)] == [other]
         assert [r.id for r in service.list_review(conn, status="obsolete")] == [item]
+
+
+def test_a_batch_links_like_one_record_at_a_time(engine: Engine, settings: Settings) -> None:
+    """Within ``batched`` new persons' rows wait and are written together; a later record
+    of the same batch still finds an earlier one (they share blocking keys), strangers get
+    persons of their own, and every row is written by the end."""
+    strangers = [make_record(f"s{i}", given="Ержан", surname=f"Тестов{i}ич", sex="M",
+                             birth_date=f"19{50 + i}-02-0{1 + i % 9}") for i in range(5)]
+    first = make_record("p-first", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
+                        sex="F", iin=IIN)
+    again = make_record("p-again", given="Aigerim", surname="Nurlanova",
+                        birth_date="1985-03-14", sex="F", iin=IIN)
+    with transaction(engine) as conn:
+        with service.batched(conn):
+            outcomes = [service.link_record(conn, settings, r) for r in [first, *strangers]]
+            assert repo.get_link(conn, "p-first") is None  # waiting, not written yet
+            same = service.link_record(conn, settings, again)  # shares keys: flushed first
+            last = service.link_record(conn, settings, make_record(
+                "s-last", given="Болат", surname="Соңғы", birth_date="1999-09-09", sex="M"))
+        assert same.person_key == outcomes[0].person_key
+        assert same.method == "iin"
+        assert len({o.person_key for o in [*outcomes, last]}) == 7
+        for key in ["p-first", "p-again", "s-last", *(r.key for r in strangers)]:
+            link = repo.get_link(conn, key)
+            assert link is not None
+            assert repo.get_person(conn, link.person_key) is not None
+            assert service.person_of(conn, key) == link.person_key
+        assert len(repo.history_of_patient(conn, "s-last")) == 1
+
+
+def test_a_failing_batch_writes_nothing_it_was_holding(engine: Engine, settings: Settings
+                                                       ) -> None:
+    def fail_in_batch(conn: Connection) -> None:
+        with service.batched(conn):
+            service.link_record(conn, settings, make_record(
+                "p-held", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
+                sex="F"))
+            raise RuntimeError("the batch fails")
+
+    with transaction(engine) as conn:
+        with pytest.raises(RuntimeError, match="the batch fails"):
+            fail_in_batch(conn)
+        assert repo.get_link(conn, "p-held") is None
+        service.link_record(conn, settings, make_record(  # unbatched: written at once
+            "p-direct", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
+            sex="F"))
+        assert repo.get_link(conn, "p-direct") is not None

@@ -24,6 +24,7 @@ does not overwrite the newer state.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import traceback
@@ -75,13 +76,14 @@ def _map_fhir(raw: bytes, row: Row[Any]) -> Mapped:
 FILE_FORMATS = {"csv", "tsv", "json", "ndjson"}
 
 
-def _mpi_hook() -> Callable[[Connection, Settings, str], str] | None:
-    """The patient index's linker, if that part is installed (docs/CONTRACTS.md)."""
+def _mpi_hook(name: str = "link_source_patient") -> Callable[..., Any] | None:
+    """The patient index's linker (or its ``batched`` context), if that part is installed
+    (docs/CONTRACTS.md)."""
     try:
         mod = importlib.import_module("usmis.mpi.service")
     except ImportError:
         return None
-    fn = getattr(mod, "link_source_patient", None)
+    fn = getattr(mod, name, None)
     return fn if callable(fn) else None
 
 
@@ -94,6 +96,7 @@ class Pipeline:
         self.keys = keys(settings)
         self.skip_locked = engine.dialect.name == "postgresql"
         self.link = _mpi_hook() if link_persons else None
+        self.link_batch = _mpi_hook("batched") if link_persons else None
         self._headers: dict[int, list[str] | None] = {}
         self._mappings: dict[str, files.FileMapping] = {}
 
@@ -164,15 +167,18 @@ class Pipeline:
                   ) -> None:
         """Link the batch's stored Patients (and apply its merges), in message order."""
         linked: set[str] = set()
-        for row, mapped, patients in items:
-            try:
-                with conn.begin_nested():
-                    self._identify(conn, row, mapped, [p for p in patients if p not in linked])
-            except DBAPIError:
-                raise
-            except Exception as e:
-                raise _LinkFailed from e
-            linked.update(patients)
+        batch = self.link_batch(conn) if self.link_batch else contextlib.nullcontext()
+        try:
+            with batch:  # the index writes new persons' rows together (mpi.service.batched)
+                for row, mapped, patients in items:
+                    with conn.begin_nested():
+                        self._identify(conn, row, mapped,
+                                       [p for p in patients if p not in linked])
+                    linked.update(patients)
+        except DBAPIError:
+            raise
+        except Exception as e:
+            raise _LinkFailed from e
 
     def drain(self, limit: int = 50, *, on_batch: Callable[[BatchResult], None] | None = None,
               ) -> BatchResult:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -98,6 +99,57 @@ def save_model(conn: Connection, model: fs.FSModel) -> int:
     with _model_lock:
         _model_cache.pop(str(conn.engine.url), None)
     return model_id
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+@dataclass
+class _Pending:
+    """New persons' rows waiting to be written together (see :func:`batched`)."""
+
+    persons: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    blocks: list[dict[str, str]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    patients: set[str] = field(default_factory=set)
+    block_keys: set[str] = field(default_factory=set)
+    locked: bool = False  # the linking lock is held by this transaction
+
+
+_PENDING = "usmis.mpi.pending"
+
+
+@contextmanager
+def batched(conn: Connection) -> Iterator[None]:
+    """Link many records in one transaction (ingest's batch) with fewer round trips: the
+    linking lock is taken once, and the rows of records that simply get a new person wait
+    in memory and are written in one statement per table — before any lookup that could
+    need them (a later record of the batch sharing a blocking key, or naming a waiting
+    record), before any other link write, and at the end.  On an exception nothing
+    waiting is written (the caller's transaction rolls back)."""
+    if _PENDING in conn.info:
+        yield
+        return
+    conn.info[_PENDING] = _Pending()
+    try:
+        yield
+        _flush(conn)
+    finally:
+        conn.info.pop(_PENDING, None)
+
+
+def _flush(conn: Connection) -> None:
+    p: _Pending | None = conn.info.get(_PENDING)
+    if p is None or not p.links:
+        return
+    repo.insert_person_rows(conn, p.persons)
+    repo.insert_links(conn, p.links)
+    repo.insert_block_rows(conn, p.blocks)
+    repo.insert_events(conn, p.events)
+    p.persons, p.links, p.blocks, p.events = [], [], [], []
+    p.patients.clear()
+    p.block_keys.clear()
 
 
 # ---------------------------------------------------------------------------- profiles
@@ -195,9 +247,13 @@ def link_record(
     """
     keys = keyring(settings)
     now = _now()
-    existing = repo.get_link(conn, record.key)
     sealed = seal_profile(keys, record)
     block_keys = sorted(set(hashed_keys(keys, record)))
+    pending: _Pending | None = conn.info.get(_PENDING)
+    if pending is not None and (record.key in pending.patients or prefer_person
+                                or not pending.block_keys.isdisjoint(block_keys)):
+        _flush(conn)  # what follows must see the waiting rows
+    existing = repo.get_link(conn, record.key)
     if existing is not None:
         repo.update_link(conn, record.key, updated_at=now, source_id=record.source_id, **sealed)
         repo.replace_block_keys(conn, record.key, block_keys)
@@ -205,7 +261,10 @@ def link_record(
 
     # Two workers linking two records of one new person at once would each find no
     # candidate (the other's person is not committed yet) and make two persons.
-    repo.lock_linking(conn)
+    if pending is None or not pending.locked:
+        repo.lock_linking(conn)
+        if pending is not None:
+            pending.locked = True
     model = current_model(conn)
     # (No registrar's "not-link" can name this record yet: review items name linked
     # records only, and this one has no link.)
@@ -224,40 +283,46 @@ def link_record(
         outcome = LinkOutcome(cands[0].person_key, "probabilistic", cands[0].weight)
     else:
         outcome = LinkOutcome(new_key(), "new", None)
-        repo.insert_person(conn, outcome.person_key, now)
         reviews = [c for c in cands[:3] if c.weight >= model.thresholds.review]
-    repo.insert_link(
-        conn,
-        {
-            "patient_id": record.key,
-            "person_key": outcome.person_key,
-            "source_id": record.source_id or None,
-            "method": outcome.method,
-            "score": outcome.score,
-            "actor": actor,
-            "updated_at": now,
-            **sealed,
-        },
-    )
-    repo.insert_block_rows(conn, [{"key": k, "patient_id": record.key} for k in block_keys])
-    op = new_key()
-    repo.insert_events(
-        conn,
-        [
-            {
-                "operation_id": op,
-                "action": "link",
-                "patient_id": record.key,
-                "person_key": outcome.person_key,
-                "previous_person_key": None,
-                "method": outcome.method,
-                "score": outcome.score,
-                "reason": None,
-                "actor": actor,
-                "at": now,
-            }
-        ],
-    )
+    link_row = {
+        "patient_id": record.key,
+        "person_key": outcome.person_key,
+        "source_id": record.source_id or None,
+        "method": outcome.method,
+        "score": outcome.score,
+        "actor": actor,
+        "updated_at": now,
+        **sealed,
+    }
+    block_rows = [{"key": k, "patient_id": record.key} for k in block_keys]
+    event = {
+        "operation_id": new_key(),
+        "action": "link",
+        "patient_id": record.key,
+        "person_key": outcome.person_key,
+        "previous_person_key": None,
+        "method": outcome.method,
+        "score": outcome.score,
+        "reason": None,
+        "actor": actor,
+        "at": now,
+    }
+    if pending is not None and outcome.method == "new" and not reviews:
+        # A new person and nothing else: its rows wait for the batch's statements.
+        pending.persons.append({"person_key": outcome.person_key, "status": "active",
+                                "created_at": now})
+        pending.links.append(link_row)
+        pending.blocks.extend(block_rows)
+        pending.events.append(event)
+        pending.patients.add(record.key)
+        pending.block_keys.update(block_keys)
+        return outcome
+    _flush(conn)  # the waiting rows first: the events keep their order
+    if outcome.method == "new":
+        repo.insert_person(conn, outcome.person_key, now)
+    repo.insert_link(conn, link_row)
+    repo.insert_block_rows(conn, block_rows)
+    repo.insert_events(conn, [event])
     if outcome.method in ("iin", "probabilistic"):
         reviews = _bridge(conn, record, outcome, cands, model, actor)
     for c in reviews:
@@ -365,6 +430,8 @@ def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -
     """
     resource = load_patient(conn, settings, patient_id)
     record = record_from_patient(patient_id, resource)
+    if resource.get("link"):
+        _flush(conn)  # the Patients it names may be waiting in this batch (see batched)
     asserted = [p for p in _linked_patients(conn, settings, resource) if person_of(conn, p)]
     prefer = person_of(conn, asserted[0]) if asserted else None
     outcome = link_record(conn, settings, record, prefer_person=prefer)
