@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from usmis.ingest import tables as t
 from usmis.ingest.model import Source
+from usmis.kit.db import FastStatement
 
 
 def now() -> datetime:
@@ -301,15 +302,16 @@ def advance_clocks(
         return set()
     params: dict[str, Any] = {"p_src": source_id, "p_time": event_time, "p_inbox": inbox_id}
     params.update({f"p_key{i}": k for i, k in enumerate(keys)})
-    return set(conn.execute(_clock_stmt(conn.dialect.name, len(keys)), params).scalars())
+    rows = _clock_stmt(conn.dialect.name, len(keys)).run(conn, params)
+    return {r[0] for r in rows}
 
 
-# The upsert is built once per dialect and number of records: constructing it per message
-# cost more than the statement itself (the compiled SQL is then cached on the object).
-_CLOCK: dict[tuple[str, int], Any] = {}
+# The upsert is built and compiled once per dialect and number of records (SQLAlchemy does
+# not cache the compiled form of a multi-row VALUES: compiling it cost more than running it).
+_CLOCK: dict[tuple[str, int], FastStatement] = {}
 
 
-def _clock_stmt(dialect: str, n: int) -> Any:
+def _clock_stmt(dialect: str, n: int) -> FastStatement:
     stmt = _CLOCK.get((dialect, n))
     if stmt is None:
         mod = postgresql if dialect == "postgresql" else sqlite
@@ -318,13 +320,13 @@ def _clock_stmt(dialect: str, n: int) -> Any:
              "event_time": bindparam("p_time"), "inbox_id": bindparam("p_inbox")}
             for i in range(n)
         ])
-        stmt = _CLOCK[(dialect, n)] = ins.on_conflict_do_update(
+        stmt = _CLOCK[(dialect, n)] = FastStatement(ins.on_conflict_do_update(
             index_elements=["source_id", "record_key"],
             set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id},
             where=(t.record_clock.c.event_time < ins.excluded.event_time)
             | ((t.record_clock.c.event_time == ins.excluded.event_time)
                & (t.record_clock.c.inbox_id <= ins.excluded.inbox_id)),
-        ).returning(t.record_clock.c.record_key)
+        ).returning(t.record_clock.c.record_key))
     return stmt
 
 
