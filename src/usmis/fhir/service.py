@@ -106,7 +106,10 @@ class FhirService:
         *,
         base_url: str = "",
         index_buffer: IndexBuffer | None = None,
+        held_locks: frozenset[str] = frozenset(),
     ) -> None:
+        """``held_locks``: conditional keys the caller already locked in this transaction
+        outside any savepoint (so held until its end): :meth:`lock` skips them."""
         self.conn = conn
         self.keys = keys
         self.access: AccessContext = access or SystemAccess()
@@ -123,6 +126,7 @@ class FhirService:
         self._index_buffer: IndexBuffer | None = index_buffer
         self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
         self._locked: set[str] = set()
+        self._held = held_locks
 
     # ---------------------------------------------------------------- index writes
     @contextmanager
@@ -259,12 +263,12 @@ class FhirService:
     # ------------------------------------------------- conditional lookups of a bundle
     def lock(self, key: str) -> None:
         """:func:`repo.lock_key` once per key and transaction (the lock lasts till its end)."""
-        if key not in self._locked:
+        if key not in self._locked and key not in self._held:
             repo.lock_key(self.conn, key)
             self._locked.add(key)
 
     def lock_many(self, keys: list[str]) -> None:
-        todo = [k for k in dict.fromkeys(keys) if k not in self._locked]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._locked and k not in self._held]
         repo.lock_keys(self.conn, todo)
         self._locked.update(todo)
 

@@ -99,6 +99,7 @@ class Pipeline:
         self.link_batch = _mpi_hook("batched") if link_persons else None
         self._headers: dict[int, list[str] | None] = {}
         self._mappings: dict[str, files.FileMapping] = {}
+        self._held: frozenset[str] = frozenset()  # the batch's conditional-key locks
 
     def map(self, conn: Connection, raw: bytes, row: Row[Any]) -> Mapped:
         """Parse and map one inbox message by its format (pure mappers do the work)."""
@@ -137,8 +138,10 @@ class Pipeline:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             result.claimed = len(rows)
             prepared = [(row, self._prepare(conn, row)) for row in rows]
-            lock_keys(conn, sorted({k for _, m in prepared if isinstance(m, Mapped)
-                                    for k in _conditional_keys(m)}))
+            held = sorted({k for _, m in prepared if isinstance(m, Mapped)
+                           for k in _conditional_keys(m)})
+            lock_keys(conn, held)  # outside any savepoint: held until the batch commits
+            self._held = frozenset(held)
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
             # The index rows of the whole batch are written together at its end, unless a
@@ -268,7 +271,7 @@ class Pipeline:
         if targets:
             entries.append(_provenance(row, mapped, targets))
         svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id),
-                          index_buffer=buf)
+                          index_buffer=buf, held_locks=self._held)
         response = svc.transaction(bundle)
         written = 0
         patients: list[str] = []
