@@ -48,7 +48,7 @@ from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
 from usmis.config import Settings
 from usmis.kit.crypto import keyring_for
-from usmis.kit.db import make_engine, transaction, upgrade
+from usmis.kit.db import insert_rows, make_engine, transaction, upgrade
 from usmis.mpi import batch, evaluation, service, tables
 from usmis.mpi import repository as repo
 from usmis.mpi.iin import iin_check_digit
@@ -305,9 +305,9 @@ def index_persons(
         for part in pool.imap(_index_chunk, jobs):
             td = time.perf_counter()
             with transaction(engine) as conn:
-                repo.bulk_insert(conn, tables.person, part["persons"])
-                repo.bulk_insert(conn, tables.link, part["links"])
-                repo.bulk_insert(conn, tables.block, part["blocks"])
+                insert_rows(conn, tables.person, part["persons"])
+                insert_rows(conn, tables.link, part["links"])
+                insert_rows(conn, tables.block, part["blocks"])
             t_db += time.perf_counter() - td
             counts["links"] += len(part["links"])
             counts["blocks"] += len(part["blocks"])

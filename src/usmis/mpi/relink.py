@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from usmis.config import Settings
+from usmis.kit.db import insert_rows
 from usmis.kit.logging import get_logger
 from usmis.mpi import batch, fs, service, tables
 from usmis.mpi import repository as repo
@@ -134,7 +135,7 @@ def relink(
              "previous_person_key": prev, "method": "relink", "score": None,
              "reason": "batch re-clustering", "actor": actor, "at": now}
         )  # fmt: skip
-    repo.bulk_insert(conn, tables.link, new_links)
+    insert_rows(conn, tables.link, new_links)
     for target, pids in moves.items():
         repo.move_links(conn, pids, target, method="relink", score=None, actor=actor,
                         updated_at=now)  # fmt: skip
@@ -161,7 +162,7 @@ def relink(
         for k in sorted(set(service.hashed_keys(keyring, r)))
     ]
     for start in range(0, len(rows), 100_000):
-        repo.bulk_insert(conn, tables.block, rows[start : start + 100_000])
+        insert_rows(conn, tables.block, rows[start : start + 100_000])
 
     # The review queue: the machine's open items are replaced by this run's.
     repo.close_open_reviews(conn, "obsolete", now)

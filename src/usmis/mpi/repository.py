@@ -11,7 +11,6 @@ from sqlalchemy import (
     Connection,
     Row,
     Select,
-    Table,
     bindparam,
     delete,
     false,
@@ -139,23 +138,6 @@ def replace_block_keys(conn: Connection, patient_id: str, keys: Iterable[str]) -
 def insert_block_rows(conn: Connection, rows: Sequence[dict[str, str]]) -> None:
     if rows:
         conn.execute(_INSERT_BLOCK, list(rows))
-
-
-def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Many rows of one shape at once: PostgreSQL ``COPY`` (an order of magnitude faster
-    than INSERTs for a relink or a bulk load), elsewhere one executemany."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), list(rows))
-        return
-    columns = list(rows[0])
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with raw.cursor() as cur, cur.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
 
 
 # How many linked records real-time matching opens and compares at most.  They are the

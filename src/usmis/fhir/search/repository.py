@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert
+from sqlalchemy import Connection, bindparam, delete
 
 from usmis.fhir.search.indexing import BlindIndex, Row, index_rows
 from usmis.fhir.search.tables import INDEX_TABLES
+from usmis.kit.db import insert_rows
 
 
 def delete_index(conn: Connection, resource_type: str, resource_id: str) -> None:
@@ -22,7 +23,6 @@ _DELETES = [
     delete(table).where(table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i"))
     for table in INDEX_TABLES.values()
 ]
-_INSERTS = {name: insert(table) for name, table in INDEX_TABLES.items()}
 
 
 def _delete_many(conn: Connection, keys: list[tuple[str, str]]) -> None:
@@ -52,7 +52,7 @@ def write_index_many(
     *,
     replace: bool = True,
 ) -> None:
-    """Index many resources with one executemany per index table.
+    """Index many resources with one COPY (PostgreSQL) or executemany per index table.
 
     ``replace=False`` is for resources known to be new (no old rows to delete).
     """
@@ -65,5 +65,4 @@ def write_index_many(
     if replace:
         _delete_many(conn, keys)
     for name, rows in by_table.items():
-        if rows:
-            conn.execute(_INSERTS[name], rows)
+        insert_rows(conn, INDEX_TABLES[name], rows)
