@@ -215,11 +215,11 @@ def test_a_failure_while_linking_costs_one_message(
     real_link = pipeline.link
     assert real_link is not None
 
-    def link(conn: Any, s: Settings, patient_id: str) -> str:
+    def link(conn: Any, s: Settings, patient_id: str, resource: Any = None) -> str:
         patient = FhirService(conn, keys(s)).read("Patient", patient_id)
         if any(i["value"] == "PK0" for i in patient["identifier"]):
             raise ValueError("linker bug")  # this one Patient breaks the linker
-        return real_link(conn, s, patient_id)
+        return real_link(conn, s, patient_id, resource=resource)
 
     pipeline.link = link
     result = pipeline.drain()

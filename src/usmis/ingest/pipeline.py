@@ -100,6 +100,11 @@ class Pipeline:
         self._headers: dict[int, list[str] | None] = {}
         self._mappings: dict[str, files.FileMapping] = {}
         self._held: frozenset[str] = frozenset()  # the batch's conditional-key locks
+        # The batch's stored Patients by id, each in the last version written — what the
+        # database holds when the batch links them (after all its messages' writes).  A
+        # message records them only once its transaction went through; one that fails
+        # later (while linking, in the message-by-message rerun) is never linked from here.
+        self._written: dict[str, dict[str, Any]] = {}
 
     def map(self, conn: Connection, raw: bytes, row: Row[Any]) -> Mapped:
         """Parse and map one inbox message by its format (pure mappers do the work)."""
@@ -142,6 +147,7 @@ class Pipeline:
                            for k in _conditional_keys(m)})
             lock_keys(conn, held)  # outside any savepoint: held until the batch commits
             self._held = frozenset(held)
+            self._written = {}
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
             # The index rows of the whole batch are written together at its end, unless a
@@ -284,7 +290,12 @@ class Pipeline:
                     written += 1
                 if rtype == "Patient":
                     loc = r["response"].get("location", "")
-                    patients.append(loc.split("/")[1] if "/" in loc else "")
+                    pid = loc.split("/")[1] if "/" in loc else ""
+                    patients.append(pid)
+                    if pid and not e["resource"].get("link"):
+                        # What was just stored, for the patient index (saves reading it
+                        # back); a Patient.link may hold bundle-local references: read.
+                        self._written[pid] = e["resource"]
         return written, [p for p in patients if p]
 
     def _identify(self, conn: Connection, row: Row[Any], mapped: Mapped,
@@ -292,7 +303,7 @@ class Pipeline:
         """Link the message's stored Patients to persons; apply the merges it announces."""
         if self.link is not None:
             for pid in patients:
-                self.link(conn, self.settings, pid)
+                self.link(conn, self.settings, pid, resource=self._written.get(pid))
         if mapped.merges:
             svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
             for survivor, merged in mapped.merges:

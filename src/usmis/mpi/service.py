@@ -420,15 +420,18 @@ def _linked_patients(conn: Connection, settings: Settings, resource: dict[str, A
     return [p for p in out if p != resource.get("id")]
 
 
-def link_source_patient(conn: Connection, settings: Settings, patient_id: str) -> str:
+def link_source_patient(conn: Connection, settings: Settings, patient_id: str,
+                        resource: dict[str, Any] | None = None) -> str:
     """Link a stored source Patient to a person; return the person key.
 
-    Called by ingest after it stores each Patient, in the same transaction.  Idempotent:
+    Called by ingest after it stores each Patient, in the same transaction (``resource``:
+    the Patient as just stored, if the caller has it; else it is read).  Idempotent:
     calling it again for a linked Patient refreshes its match profile and keeps the link.
     A ``Patient.link`` to another stored Patient (HL7 A40 merge, FHIR replaces/seealso) is
     the source's own assertion that both are one person: the persons are merged.
     """
-    resource = load_patient(conn, settings, patient_id)
+    if resource is None:
+        resource = load_patient(conn, settings, patient_id)
     record = record_from_patient(patient_id, resource)
     if resource.get("link"):
         _flush(conn)  # the Patients it names may be waiting in this batch (see batched)
