@@ -142,23 +142,34 @@ def test_a_merge_answers_the_open_review_items_between_the_two(
         assert [r.id for r in service.list_review(conn, status="obsolete")] == [item]
 
 
-def test_a_batch_links_like_one_record_at_a_time(engine: Engine, settings: Settings) -> None:
+@pytest.mark.parametrize("announce", [False, True])
+def test_a_batch_links_like_one_record_at_a_time(engine: Engine, settings: Settings,
+                                                 announce: bool) -> None:
     """Within ``batched`` new persons' rows wait and are written together; a later record
     of the same batch still finds an earlier one (they share blocking keys), strangers get
-    persons of their own, and every row is written by the end."""
+    persons of their own, a record linked before keeps its person, and every row is
+    written by the end."""
     strangers = [make_record(f"s{i}", given="Ержан", surname=f"Тестов{i}ич", sex="M",
                              birth_date=f"19{50 + i}-02-0{1 + i % 9}") for i in range(5)]
     first = make_record("p-first", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
                         sex="F", iin=IIN)
     again = make_record("p-again", given="Aigerim", surname="Nurlanova",
                         birth_date="1985-03-14", sex="F", iin=IIN)
+    known = make_record("s-known", given="Дана", surname="Бұрынғы", birth_date="1970-07-07",
+                        sex="F")
     with transaction(engine) as conn:
-        with service.batched(conn):
+        before = service.link_record(conn, settings, known)  # linked before the batch
+    ids = ["p-first", "p-again", "s-last", "s-known", *(r.key for r in strangers)]
+    with transaction(engine) as conn:
+        with service.batched(conn, ids if announce else ()):
             outcomes = [service.link_record(conn, settings, r) for r in [first, *strangers]]
             assert repo.get_link(conn, "p-first") is None  # waiting, not written yet
             same = service.link_record(conn, settings, again)  # shares keys: flushed first
             last = service.link_record(conn, settings, make_record(
                 "s-last", given="Болат", surname="Соңғы", birth_date="1999-09-09", sex="M"))
+            kept = service.link_record(conn, settings, known)
+        assert kept.method == "existing"
+        assert kept.person_key == before.person_key
         assert same.person_key == outcomes[0].person_key
         assert same.method == "iin"
         assert len({o.person_key for o in [*outcomes, last]}) == 7

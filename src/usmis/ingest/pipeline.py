@@ -176,7 +176,8 @@ class Pipeline:
                   ) -> None:
         """Link the batch's stored Patients (and apply its merges), in message order."""
         linked: set[str] = set()
-        batch = self.link_batch(conn) if self.link_batch else contextlib.nullcontext()
+        ids = [p for _, _, patients in items for p in patients]
+        batch = self.link_batch(conn, ids) if self.link_batch else contextlib.nullcontext()
         try:
             with batch:  # the index writes new persons' rows together (mpi.service.batched)
                 for row, mapped, patients in items:

@@ -70,6 +70,16 @@ def get_link(conn: Connection, patient_id: str) -> Row[Any] | None:
     return conn.execute(_GET_LINK, {"patient_id": patient_id}).first()
 
 
+def linked_patients(conn: Connection, patient_ids: Sequence[str]) -> set[str]:
+    """Which of ``patient_ids`` have a link."""
+    out: set[str] = set()
+    for i in range(0, len(patient_ids), _CHUNK):
+        chunk = list(patient_ids[i : i + _CHUNK])
+        out.update(conn.execute(select(link.c.patient_id).where(
+            link.c.patient_id.in_(chunk))).scalars())
+    return out
+
+
 def links_of_person(conn: Connection, person_key: str) -> list[Any]:
     return list(
         conn.execute(

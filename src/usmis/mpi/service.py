@@ -115,23 +115,26 @@ class _Pending:
     patients: set[str] = field(default_factory=set)
     block_keys: set[str] = field(default_factory=set)
     locked: bool = False  # the linking lock is held by this transaction
+    unlinked: set[str] = field(default_factory=set)  # announced records known to have no link
 
 
 _PENDING = "usmis.mpi.pending"
 
 
 @contextmanager
-def batched(conn: Connection) -> Iterator[None]:
+def batched(conn: Connection, patient_ids: Sequence[str] = ()) -> Iterator[None]:
     """Link many records in one transaction (ingest's batch) with fewer round trips: the
-    linking lock is taken once, and the rows of records that simply get a new person wait
-    in memory and are written in one statement per table — before any lookup that could
+    linking lock is taken once; which of the announced ``patient_ids`` already have a
+    link is asked once; and the rows of records that simply get a new person wait in
+    memory and are written in one statement per table — before any lookup that could
     need them (a later record of the batch sharing a blocking key, or naming a waiting
     record), before any other link write, and at the end.  On an exception nothing
     waiting is written (the caller's transaction rolls back)."""
     if _PENDING in conn.info:
         yield
         return
-    conn.info[_PENDING] = _Pending()
+    ids = set(patient_ids)
+    conn.info[_PENDING] = _Pending(unlinked=ids - repo.linked_patients(conn, sorted(ids)))
     try:
         yield
         _flush(conn)
@@ -253,7 +256,13 @@ def link_record(
     if pending is not None and (record.key in pending.patients or prefer_person
                                 or not pending.block_keys.isdisjoint(block_keys)):
         _flush(conn)  # what follows must see the waiting rows
-    existing = repo.get_link(conn, record.key)
+    if pending is not None and record.key in pending.unlinked:
+        # Known to have no link when the batch began, and not linked since (only linking
+        # this record makes its link): no need to ask.  Later calls ask the database.
+        pending.unlinked.discard(record.key)
+        existing = None
+    else:
+        existing = repo.get_link(conn, record.key)
     if existing is not None:
         repo.update_link(conn, record.key, updated_at=now, source_id=record.source_id, **sealed)
         repo.replace_block_keys(conn, record.key, block_keys)
