@@ -174,16 +174,16 @@ class Pipeline:
 
     def _link_all(self, conn: Connection, items: list[tuple[Row[Any], Mapped, list[str]]]
                   ) -> None:
-        """Link the batch's stored Patients (and apply its merges), in message order."""
+        """Link the batch's stored Patients (and apply its merges), in message order.  No
+        savepoint per message: any failure here rolls the whole batch back (run_batch then
+        runs it message by message)."""
         linked: set[str] = set()
         ids = [p for _, _, patients in items for p in patients]
         batch = self.link_batch(conn, ids) if self.link_batch else contextlib.nullcontext()
         try:
             with batch:  # the index writes new persons' rows together (mpi.service.batched)
                 for row, mapped, patients in items:
-                    with conn.begin_nested():
-                        self._identify(conn, row, mapped,
-                                       [p for p in patients if p not in linked])
+                    self._identify(conn, row, mapped, [p for p in patients if p not in linked])
                     linked.update(patients)
         except DBAPIError:
             raise
