@@ -140,6 +140,32 @@ def test_invalid_resource_is_dead_lettered_with_the_element_path(
     assert _count(engine, "Patient") == 0  # a bundle is stored whole or not at all
 
 
+def test_one_bundle_failing_to_store_costs_only_itself(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    """The batch first runs without a savepoint per message; the bad bundle makes it run
+    again message by message, so the good ones around it are stored once."""
+    payloads = []
+    for n in range(3):
+        b = orjson.loads(orjson.dumps(_batch()).replace(b"p1", f"p{n}".encode())
+                         .replace(b"e1", f"e{n}".encode()))
+        if n == 1:
+            del b["entry"][1]["resource"]["status"]
+        payloads.append(b)
+    for b in payloads:
+        r = client.post("/ingest/fhir", content=orjson.dumps(b),
+                        headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code < 300, r.text
+    result = Pipeline(settings, engine).drain()
+    assert (result.claimed, result.done, result.dead) == (3, 2, 1)
+    with engine.connect() as c:
+        (dl,) = c.execute(select(t.dead_letter)).all()
+    assert dl._mapping["rule"].startswith("fhir-")
+    assert _count(engine, "Patient") == 2
+    assert _count(engine, "Encounter") == 2
+    assert _count(engine, "Provenance") == 2
+
+
 def test_admin_api_needs_a_token(client: TestClient) -> None:
     assert client.get("/ingest/sources").status_code == 401
     assert client.get("/ingest/deadletters").status_code == 401

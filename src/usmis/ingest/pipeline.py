@@ -130,14 +130,21 @@ class Pipeline:
         return m
 
     def run_batch(self, limit: int = 50) -> BatchResult:
-        """Claim up to ``limit`` pending messages and process them in one transaction."""
+        """Claim up to ``limit`` pending messages and process them in one transaction.
+
+        First without a savepoint per message (two round trips a message saved): should a
+        message fail to store, the batch rolls back and runs again with one savepoint per
+        message, so that message alone becomes a dead letter."""
         try:
-            return self._batch(limit, defer_links=True)
+            try:
+                return self._batch(limit, defer_links=True, isolate=False)
+            except _StoreFailed:
+                return self._batch(limit, defer_links=True, isolate=True)
         except _LinkFailed:
             log.warning("linking failed at the end of a batch; running it message by message")
-            return self._batch(limit, defer_links=False)
+            return self._batch(limit, defer_links=False, isolate=True)
 
-    def _batch(self, limit: int, *, defer_links: bool) -> BatchResult:
+    def _batch(self, limit: int, *, defer_links: bool, isolate: bool) -> BatchResult:
         result = BatchResult()
         with unit_of_work(self.engine, write=True) as conn:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
@@ -160,7 +167,7 @@ class Pipeline:
                 if buf and isinstance(m, Mapped) and _reads_back(m, written):
                     flush_index_buffer(conn, self.keys, buf)
                     written.clear()
-                stored = self._one(conn, row, m, result, done, deferred, buf)
+                stored = self._one(conn, row, m, result, done, deferred, buf, isolate)
                 if stored and buf is not None and isinstance(m, Mapped):
                     written.update(_conditional_keys(m))
             if buf:
@@ -221,13 +228,14 @@ class Pipeline:
     def _one(self, conn: Connection, row: Row[Any], prepared: Mapped | tuple[str, str, str],
              result: BatchResult, done: list[tuple[int, int, str | None, datetime | None]],
              deferred: list[tuple[Row[Any], Mapped, list[str]]] | None,
-             buf: IndexBuffer | None = None) -> bool:
-        """Store one message in its own savepoint; False if it became a dead letter."""
+             buf: IndexBuffer | None = None, isolate: bool = True) -> bool:
+        """Store one message (``isolate``: in its own savepoint, else a failure raises
+        :class:`_StoreFailed`); False if it became a dead letter."""
         mapped = prepared if isinstance(prepared, Mapped) else None
         if mapped is not None:
             snapshot = dict(buf) if buf is not None else None
             try:
-                with conn.begin_nested():
+                with conn.begin_nested() if isolate else contextlib.nullcontext():
                     stored, patients = self._store(conn, row, mapped, buf)
                     if deferred is None:
                         self._identify(conn, row, mapped, patients)
@@ -240,6 +248,8 @@ class Pipeline:
             except DBAPIError:
                 raise  # deadlock / connection loss: the whole batch rolls back and is retried
             except Exception as e:
+                if not isolate:
+                    raise _StoreFailed from e
                 prepared = _reason(e, row)
                 if buf is not None and snapshot is not None:
                     buf.clear()  # the message's index rows go with its savepoint
@@ -329,6 +339,10 @@ class Pipeline:
 
 class _LinkFailed(Exception):
     """Linking at the end of a batch failed for a reason other than the database."""
+
+
+class _StoreFailed(Exception):
+    """A message failed to store in a batch run without a savepoint per message."""
 
 
 def _reason(e: Exception, row: Row[Any]) -> tuple[str, str, str]:
