@@ -34,6 +34,7 @@ from sqlalchemy.sql.selectable import TextualSelect
 from usmis.fhir.search.service import _no_generic_plans as no_generic_plans
 from usmis.fhir.search.tables import idx_token
 from usmis.fhir.tables import resource, resource_history
+from usmis.kit.db import insert_rows
 
 _COLS = [c.name for c in resource.columns]
 
@@ -113,7 +114,6 @@ def ids_by_token(
     return [r[0] for r in rows]
 
 
-_INSERT_CURRENT = insert(resource)
 _GET_CURRENT = select(resource).where(
     resource.c.resource_type == bindparam("rt"), resource.c.id == bindparam("rid")
 )
@@ -189,8 +189,7 @@ def ids_by_tokens(
 
 
 def insert_current(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_INSERT_CURRENT, list(rows))
+    insert_rows(conn, resource, rows)
 
 
 def get_current(

@@ -237,7 +237,11 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if not conn.in_transaction():
         conn.begin()  # the caller's commit commits it (as with conn.execute)
     sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with raw.cursor() as cur, cur.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except error as exc:  # as SQLAlchemy raises it (see FastStatement.run)
+        raise DBAPIError.instance(sql, None, exc, error) from exc
 
