@@ -5,8 +5,10 @@ record clocks, the person links and the ``done``/``dead`` marks commit together,
 worker killed at any moment leaves each message either untouched (pending, retried by the
 next worker) or completely processed — never half, never twice.
 
-Each message runs in a savepoint: a message that fails validation or storage rolls back
-alone, becomes a dead letter with the exact reason, and the batch goes on.
+A batch first runs without savepoints.  Should a message fail validation or storage, the
+batch rolls back and runs again with each message in a savepoint: the failing message
+rolls back alone, becomes a dead letter with the exact reason, and the batch goes on.
+(Messages the mappers reject never reach storage: they are dead letters in either run.)
 
 Locks, so that parallel workers (PostgreSQL) never deadlock on each other: every message
 of a batch is mapped first, then the batch takes the conditional-key locks of all the
@@ -104,7 +106,7 @@ class Pipeline:
         # database holds when the batch links them (after all its messages' writes).  A
         # message records them only once its transaction went through; one that fails
         # later (while linking, in the message-by-message rerun) is never linked from here.
-        self._written: dict[str, dict[str, Any]] = {}
+        self._stored_patients: dict[str, dict[str, Any]] = {}
 
     def map(self, conn: Connection, raw: bytes, row: Row[Any]) -> Mapped:
         """Parse and map one inbox message by its format (pure mappers do the work)."""
@@ -154,7 +156,7 @@ class Pipeline:
                            for k in _conditional_keys(m)})
             lock_keys(conn, held)  # outside any savepoint: held until the batch commits
             self._held = frozenset(held)
-            self._written = {}
+            self._stored_patients = {}
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
             # The index rows of the whole batch are written together at its end, unless a
@@ -233,7 +235,7 @@ class Pipeline:
         :class:`_StoreFailed`); False if it became a dead letter."""
         mapped = prepared if isinstance(prepared, Mapped) else None
         if mapped is not None:
-            snapshot = dict(buf) if buf is not None else None
+            snapshot = dict(buf) if buf is not None and isolate else None
             try:
                 with conn.begin_nested() if isolate else contextlib.nullcontext():
                     stored, patients = self._store(conn, row, mapped, buf)
@@ -306,7 +308,7 @@ class Pipeline:
                     if pid and not e["resource"].get("link"):
                         # What was just stored, for the patient index (saves reading it
                         # back); a Patient.link may hold bundle-local references: read.
-                        self._written[pid] = e["resource"]
+                        self._stored_patients[pid] = e["resource"]
         return written, [p for p in patients if p]
 
     def _identify(self, conn: Connection, row: Row[Any], mapped: Mapped,
@@ -314,7 +316,7 @@ class Pipeline:
         """Link the message's stored Patients to persons; apply the merges it announces."""
         if self.link is not None:
             for pid in patients:
-                self.link(conn, self.settings, pid, resource=self._written.get(pid))
+                self.link(conn, self.settings, pid, resource=self._stored_patients.get(pid))
         if mapped.merges:
             svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
             for survivor, merged in mapped.merges:
