@@ -113,3 +113,26 @@ def test_garbage_and_truncated_frames_do_not_stop_the_listener(
         s.sendall(b"\x0bMSH|^~\\&|his-test|x|")  # truncated frame, then close
     with MLLPClient("127.0.0.1", mllp.port) as client:
         assert str(_ack(client.send_message(make_adt())).segment("MSA")[1]) == "AA"
+
+
+def test_unreadable_msh_is_kept_for_the_source_its_connection_authenticated_as(
+    mllp: Listener, hl7_sources: dict[str, str], engine: Engine
+) -> None:
+    """A frame whose MSH cannot be read names no source: on a connection that already
+    authenticated as one it is that source's dead letter (nothing is lost); as the first
+    frame of a connection it is refused and not stored."""
+    broken = make_adt(control="BROKEN").replace("|", "#", 3)  # as the synthetic nation does
+    with MLLPClient("127.0.0.1", mllp.port) as client:
+        first = _ack(client.send_message(broken))
+    with MLLPClient("127.0.0.1", mllp.port) as client:
+        assert str(_ack(client.send_message(make_adt(control="OK1"))).segment("MSA")[1]) == "AA"
+        kept = _ack(client.send_message(broken))
+    assert str(first.segment("MSA")[1]) == "AR"
+    assert str(kept.segment("MSA")[1]) == "AR"
+    rows = _inbox(engine)
+    assert [(r["source_id"], r["status"]) for r in rows] == [
+        ("his-test", "pending"), ("his-test", "dead")]
+    with engine.connect() as c:
+        dl = c.execute(select(t.dead_letter)).one()._mapping
+    assert (dl["rule"], dl["source_id"], dl["inbox_id"]) == ("structure", "his-test",
+                                                             rows[1]["id"])

@@ -4,7 +4,9 @@ For each frame: read MSH → find the source (MSH-3, else MSH-4) → authorise (
 allow-list, MSH-8 shared secret, TLS client certificate) → validate and map (pure) →
 commit to the inbox → only then answer.  AA when accepted; AE/AR with an ERR segment
 naming segment and field when the message is wrong (it is kept as a dead letter); AR
-without storing when the sender is not allowed.  Garbage outside frames is skipped; a
+without storing when the sender is not allowed.  A frame whose MSH cannot be read is
+kept as a dead letter of the source its connection authenticated as (else refused).
+Garbage outside frames is skipped; a
 frame larger than ``max_message`` or a peer that stalls mid-frame is disconnected cleanly.
 
 Commits are grouped: one writer drains whatever frames are waiting (from all connections)
@@ -44,6 +46,13 @@ class _Job:
     reject: Reject | None
     iin_status: str | None
     done: asyncio.Future[bool] = field(repr=False)
+
+
+@dataclass
+class _Session:
+    """One connection: the source it authenticated as (by its first authorised message)."""
+
+    source: Source | None = None
 
 
 @dataclass
@@ -115,6 +124,7 @@ class MllpServer:
         peer = writer.get_extra_info("peername")
         peer_ip = str(peer[0]) if peer else ""
         fingerprint = _cert_fingerprint(writer)
+        session = _Session()
         buf = bytearray()
         try:
             while True:
@@ -140,7 +150,7 @@ class MllpServer:
                         break
                     frame = hl7v2.normalize(bytes(buf[start + 1 : end]))
                     del buf[: end + 2]
-                    reply = await self.handle(frame, peer_ip, fingerprint)
+                    reply = await self.handle(frame, peer_ip, fingerprint, session)
                     writer.write(bytes((SB,)) + reply + bytes((EB, CR)))
                     await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -152,14 +162,21 @@ class MllpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def handle(self, raw: bytes, peer_ip: str, fingerprint: str | None) -> bytes:
-        """One framed message → the ACK bytes to send back (after the inbox commit)."""
+    async def handle(self, raw: bytes, peer_ip: str, fingerprint: str | None,
+                     session: _Session | None = None) -> bytes:
+        """One framed message → the ACK bytes to send back (after the inbox commit).
+
+        ``session``: the connection's state.  A frame whose MSH cannot be read names no
+        source; on a connection that already authenticated as a source it is that source's
+        dead letter (nothing is lost), otherwise it is refused without being stored."""
         self.stats.frames += 1
         try:
             header = hl7v2.read_header(raw)
         except Reject as r:
-            self.stats.refused += 1
-            return hl7v2.ack(None, "AR", r)
+            if session is None or session.source is None:
+                self.stats.refused += 1
+                return hl7v2.ack(None, "AR", r)
+            return await self._keep(session.source, raw, None, r, None, None)
         source = (await self._source(header.sending_app)
                   or await self._source(header.sending_app.lower())
                   or await self._source(header.sending_facility))
@@ -171,6 +188,8 @@ class MllpServer:
             log.warning("mllp message refused", peer=peer_ip, reason=why)
             return hl7v2.ack(header, "AR", Reject("unauthorised", "MSH-3", why or "",
                                                   ack="AR", hl7_error=204))
+        if session is not None:
+            session.source = source
         reject: Reject | None = None
         iin: str | None = None
         event = None
@@ -183,9 +202,15 @@ class MllpServer:
             log.exception("hl7 mapping crashed", source=source.id)
             reject = Reject("internal", "message", "mapping failed unexpectedly",
                             hl7_error=207)
+        return await self._keep(source, raw, header, reject, iin, event)
+
+    async def _keep(self, source: Source, raw: bytes, header: hl7v2.Header | None,
+                    reject: Reject | None, iin: str | None, event: Any) -> bytes:
+        """Commit the frame to the inbox (pending, or dead with ``reject``); the ACK."""
         job = _Job(
             Incoming(source_id=source.id, channel="mllp", format="hl7v2",
-                     message_id=header.control_id or "?", raw=raw, event_time=event),
+                     message_id=(header.control_id if header else "") or "?", raw=raw,
+                     event_time=event),
             reject, iin, asyncio.get_running_loop().create_future(),
         )
         await self._queue.put(job)
