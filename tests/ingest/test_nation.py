@@ -28,7 +28,9 @@ def make_nation(out: Path, people: int, seed: int, malformed: float = 0.03) -> P
 
 @pytest.fixture(scope="module")
 def small_nation(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_nation(tmp_path_factory.mktemp("nation") / "n", people=20, seed=11)
+    # 10 % malformed: draws every kind of defect, an unreadable MSH on the MLLP channel too
+    return make_nation(tmp_path_factory.mktemp("nation") / "n", people=20, seed=11,
+                       malformed=0.1)
 
 
 @pytest.mark.slow
