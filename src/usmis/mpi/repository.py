@@ -47,11 +47,6 @@ def insert_persons(conn: Connection, keys: Sequence[str], at: datetime) -> None:
         )
 
 
-def insert_person_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_INSERT_PERSON, list(rows))
-
-
 def get_person(conn: Connection, person_key: str) -> Row[Any] | None:
     return conn.execute(_GET_PERSON, {"person_key": person_key}).first()
 

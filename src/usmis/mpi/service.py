@@ -32,9 +32,10 @@ from sqlalchemy import Connection
 
 from usmis.config import Settings
 from usmis.kit.crypto import Keyring, keyring_for
+from usmis.kit.db import insert_rows
 from usmis.kit.errors import BadRequest, Conflict, NotFound
 from usmis.kit.logging import get_logger
-from usmis.mpi import fs
+from usmis.mpi import fs, tables
 from usmis.mpi import repository as repo
 from usmis.mpi.model import (
     MatchRecord,
@@ -146,10 +147,9 @@ def _flush(conn: Connection) -> None:
     p: _Pending | None = conn.info.get(_PENDING)
     if p is None or not p.links:
         return
-    repo.insert_person_rows(conn, p.persons)
-    repo.insert_links(conn, p.links)
-    repo.insert_block_rows(conn, p.blocks)
-    repo.insert_events(conn, p.events)
+    for table, rows in ((tables.person, p.persons), (tables.link, p.links),
+                        (tables.block, p.blocks), (tables.link_event, p.events)):
+        insert_rows(conn, table, rows)
     p.persons, p.links, p.blocks, p.events = [], [], [], []
     p.patients.clear()
     p.block_keys.clear()
