@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from hl7.client import MLLPClient
 from sqlalchemy import Engine, func, select
 
+from usmis.access import tables as access_tables
 from usmis.config import Settings
 from usmis.fhir import tables as ft
 from usmis.fhir.service import FhirService
-from usmis.ingest import deadletters, inbox
+from usmis.ingest import deadletters, inbox, sources
 from usmis.ingest import tables as t
 from usmis.ingest.model import Incoming
 from usmis.ingest.pipeline import Pipeline
@@ -230,3 +232,70 @@ def test_a_failure_while_linking_costs_one_message(
     assert (dl["inbox_id"], dl["rule"]) == (ids[0], "internal")
     assert _count(engine, "Patient") == 2
     assert linked == 2
+
+
+def _put_fhir(engine: Engine, settings: Settings, doc: dict[str, Any], control: str) -> int:
+    with transaction(engine) as conn:
+        return inbox.receive(conn, settings, Incoming(
+            source_id="emr-test", channel="rest", format="fhir", message_id=control,
+            raw=orjson.dumps(doc))).inbox_id
+
+
+def _emr(engine: Engine) -> str:
+    with transaction(engine) as conn:
+        sources.add_source(conn, source_id="emr-test", name="Test EMR", kind="polyclinic",
+                           channels=["rest"], formats=["fhir"])
+    return "https://usmis.kz/sid/source/emr-test/patient"
+
+
+def test_a_batch_finds_a_record_by_any_identifier_an_earlier_message_gave_it(
+    engine: Engine, settings: Settings
+) -> None:
+    """The batch answers its conditional keys from one lookup kept up to date as it writes:
+    a record stored with two of the source's numbers is found by the second one by a later
+    message of the same batch (its index rows are not written yet) — updated, not doubled."""
+    system = _emr(engine)
+    _put_fhir(engine, settings, {"resourceType": "Patient", "name": [{"family": "Бірінші"}],
+                                 "identifier": [{"system": system, "value": "X1"},
+                                                {"system": system, "value": "Y1"}]}, "m1")
+    _put_fhir(engine, settings, {"resourceType": "Patient", "name": [{"family": "Екінші"}],
+                                 "identifier": [{"system": system, "value": "Y1"}]}, "m2")
+    result = Pipeline(settings, engine).run_batch(50)
+    assert (result.claimed, result.done, result.dead) == (2, 2, 0)
+    (patient,) = _resources(engine, settings, "Patient")
+    assert patient["name"][0]["family"] == "Екінші"
+
+
+def test_care_projections_of_a_batch_are_written_with_it(
+    engine: Engine, settings: Settings
+) -> None:
+    """Creates' care links and consent rules wait with the batch's index rows and are
+    written at its end; an update later in the same batch replaces what it projected."""
+    system = _emr(engine)
+    pat = {"resourceType": "Patient", "identifier": [{"system": system, "value": "C1"}],
+           "managingOrganization": {"reference": "Organization/org-a"}}
+    enc = {"resourceType": "Encounter", "status": "finished", "class": {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "identifier": [{"system": system.replace("patient", "encounter"), "value": "E1"}],
+        "subject": {"reference": "urn:uuid:7c0e2a4e-3f7e-4d1c-9d3a-2b1f00000001"},
+        "serviceProvider": {"reference": "Organization/org-b"},
+        "period": {"start": "2025-05-01T10:00:00+05:00"}}
+
+    def bundle(encounter: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:7c0e2a4e-3f7e-4d1c-9d3a-2b1f00000001", "resource": pat},
+            {"resource": encounter}]}
+
+    _put_fhir(engine, settings, pat, "c1")
+    _put_fhir(engine, settings, bundle(enc), "c2")
+    _put_fhir(engine, settings, bundle(
+        {**enc, "serviceProvider": {"reference": "Organization/org-c"}}), "c3")
+    result = Pipeline(settings, engine).run_batch(50)
+    assert (result.done, result.dead) == (3, 0), result.reasons
+    (patient,) = _resources(engine, settings, "Patient")
+    (encounter,) = _resources(engine, settings, "Encounter")
+    with engine.connect() as c:
+        links = {(r.resource_type, r.resource_id, r.patient_id, r.organization_id, r.kind)
+                 for r in c.execute(select(access_tables.care_link))}
+    assert links == {("Patient", patient["id"], patient["id"], "org-a", "attachment"),
+                     ("Encounter", encounter["id"], patient["id"], "org-c", "encounter")}

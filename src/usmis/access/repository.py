@@ -90,16 +90,24 @@ def replace_care_links(
             t.care_link.delete().where(t.care_link.c.resource_type == resource_type,
                                        t.care_link.c.resource_id == resource_id)
         )
+    insert_care_links(conn, rows)
+
+
+def insert_care_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         conn.execute(t.care_link.insert(), rows)
+
+
+def insert_consent_rules(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(t.consent_rule.insert(), rows)
 
 
 def replace_consent_rules(conn: Connection, consent_id: str, rows: list[dict[str, Any]],
                           *, new: bool = False) -> None:
     if not new:
         conn.execute(t.consent_rule.delete().where(t.consent_rule.c.consent_id == consent_id))
-    if rows:
-        conn.execute(t.consent_rule.insert(), rows)
+    insert_consent_rules(conn, rows)
 
 
 def consent_rules_for(conn: Connection, patient_ids: list[str]) -> list[RowMapping]:

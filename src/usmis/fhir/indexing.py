@@ -67,3 +67,14 @@ def on_write(
     fn = _access_fn("usmis.access.care", "on_write")
     if fn is not None:
         fn(conn, resource_type, resource_id, patient_id, resource, new=new)
+
+
+def on_create_many(
+    conn: Connection, items: list[tuple[str, str, str | None, dict[str, Any]]]
+) -> None:
+    """:func:`on_write` for resources just created, (type, id, patient id, resource) each:
+    their projections in one statement per table."""
+    fn = _access_fn("usmis.access.care", "on_create_many")
+    if fn is not None and items:
+        fn(conn, items)
+

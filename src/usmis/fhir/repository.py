@@ -23,9 +23,9 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -136,48 +136,33 @@ def lock_keys(conn: Connection, keys: Sequence[str]) -> None:
         )
 
 
-_TOKEN_MANY: dict[tuple[tuple[str, ...], ...], Select[Any]] = {}
-
-
-def _token_many_stmt(shape: tuple[tuple[str, ...], ...]) -> Select[Any]:
-    """One statement per bundle shape (the param names of each lookup), built once."""
-    t, r = idx_token, resource
-    conds = [
-        and_(
-            t.c.res_type == bindparam(f"rt{n}"),
-            t.c.param == ps[0] if len(ps) == 1 else t.c.param.in_(ps),
-            t.c.system == bindparam(f"sys{n}"),
-            t.c.code == bindparam(f"code{n}"),
-        )
-        for n, ps in enumerate(shape)
-    ]
-    return (
-        select(t.c.res_type, t.c.param, t.c.system, t.c.code, t.c.res_id)
-        .join(r, and_(r.c.resource_type == t.c.res_type, r.c.id == t.c.res_id))
-        .where(r.c.deleted == false(), or_(*conds))
-    )
+# Every (type, param, code, system) key of the lookups in one expanding row-value IN: one
+# statement whatever the number and shape of the lookups (a bundle's, or an ingest batch's
+# hundreds), compiled once.
+_TOKEN_IN = (
+    select(idx_token.c.res_type, idx_token.c.param, idx_token.c.system, idx_token.c.code,
+           idx_token.c.res_id)
+    .join(resource, and_(resource.c.resource_type == idx_token.c.res_type,
+                         resource.c.id == idx_token.c.res_id))
+    .where(resource.c.deleted == false(),
+           tuple_(idx_token.c.res_type, idx_token.c.param, idx_token.c.code,
+                  idx_token.c.system).in_(bindparam("keys", expanding=True)))
+)
 
 
 def ids_by_tokens(
     conn: Connection, lookups: Sequence[tuple[str, tuple[str, ...], str, str]]
 ) -> list[list[str]]:
     """:func:`ids_by_token` for several (type, params, system, code) at once, all ids each
-    (sorted), in one query: a transaction bundle resolves its records together."""
+    (sorted), in one query: a transaction bundle (or an ingest batch) resolves its records
+    together."""
     if not lookups:
         return []
     if conn.dialect.name == "postgresql":
         no_generic_plans(conn)
-    shape = tuple(ps for _, ps, _, _ in lookups)
-    stmt = _TOKEN_MANY.get(shape)
-    if stmt is None:
-        stmt = _token_many_stmt(shape)
-        if len(_TOKEN_MANY) < 256:  # a bundle's shapes recur (ingest: a handful)
-            _TOKEN_MANY[shape] = stmt
-    binds: dict[str, str] = {}
-    for n, (rt, _, sys, code) in enumerate(lookups):
-        binds.update({f"rt{n}": rt, f"sys{n}": sys, f"code{n}": code})
+    keys = list(dict.fromkeys((rt, p, code, sys) for rt, ps, sys, code in lookups for p in ps))
     found: dict[tuple[str, str, str, str], set[str]] = {}
-    for rt, param, sys, code, rid in conn.execute(stmt, binds):
+    for rt, param, sys, code, rid in conn.execute(_TOKEN_IN, {"keys": keys}):
         found.setdefault((rt, param, sys, code), set()).add(rid)
     out: list[list[str]] = []
     for rt, ps, sys, code in lookups:

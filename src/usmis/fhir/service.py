@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import jsonpatch
@@ -85,15 +85,27 @@ def parse_etag(value: str | None) -> int | None:
     return int(v)
 
 
-IndexBuffer = dict[tuple[str, str], tuple[str, dict[str, Any]]]
+class Buffered(NamedTuple):
+    """A written resource whose index rows wait in an :data:`IndexBuffer`; ``care``: it is
+    new and its care/consent projection waits too (for the patient ``patient_id``)."""
+
+    rtype: str
+    res: dict[str, Any]
+    care: bool = False
+    patient_id: str | None = None
+
+
+IndexBuffer = dict[tuple[str, str], Buffered]
 
 
 def flush_index_buffer(conn: Connection, keys: Keyring, buf: IndexBuffer) -> None:
     """Write the index rows gathered in ``buf`` (resources known to be new or whose old
-    rows were already deleted) and empty it."""
+    rows were already deleted), and the projections of the new ones, and empty it."""
     if buf:
-        indexing.write_index_many(conn, list(buf.values()),
+        indexing.write_index_many(conn, [(b.rtype, b.res) for b in buf.values()],
                                   partial(keys.blind_index, SEARCH_PURPOSE), replace=False)
+        indexing.on_create_many(conn, [(b.rtype, b.res["id"], b.patient_id, b.res)
+                                       for b in buf.values() if b.care])
         buf.clear()
 
 
@@ -107,9 +119,14 @@ class FhirService:
         base_url: str = "",
         index_buffer: IndexBuffer | None = None,
         held_locks: frozenset[str] = frozenset(),
+        known_ids: dict[tuple[str, str], list[str]] | None = None,
     ) -> None:
         """``held_locks``: conditional keys the caller already locked in this transaction
-        outside any savepoint (so held until its end): :meth:`lock` skips them."""
+        outside any savepoint (so held until its end): :meth:`lock` skips them.
+        ``known_ids``: answers to conditional criteria, (type, criteria) → ids, that the
+        caller keeps true for the whole transaction (it holds their keys' locks and adds
+        what it writes, e.g. the ingest worker across a batch): :meth:`search_ids` takes
+        them first."""
         self.conn = conn
         self.keys = keys
         self.access: AccessContext = access or SystemAccess()
@@ -122,11 +139,15 @@ class FhirService:
         # While a transaction bundle runs its writes, index rows are collected here and
         # written with one executemany per index table at the end (see deferred_index).
         # A caller may pass its own buffer to gather several bundles' rows and write them
-        # itself (:func:`flush_index_buffer`), e.g. the ingest worker across a batch.
+        # itself (:func:`flush_index_buffer`), e.g. the ingest worker across a batch; the
+        # care projections of the resources it creates then wait there too (nothing reads
+        # them before the caller's flush: it writes as the system).
         self._index_buffer: IndexBuffer | None = index_buffer
+        self._defer_care = index_buffer is not None
         self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
         self._locked: set[str] = set()
         self._held = held_locks
+        self._known = known_ids
 
     # ---------------------------------------------------------------- index writes
     @contextmanager
@@ -150,10 +171,8 @@ class FhirService:
             self._index_buffer = None
 
     def flush_index(self) -> None:
-        buf = self._index_buffer
-        if buf:
-            indexing.write_index_many(self.conn, list(buf.values()), self.hmac, replace=False)
-            buf.clear()
+        if self._index_buffer:
+            flush_index_buffer(self.conn, self.keys, self._index_buffer)
 
     def _index(self, items: list[tuple[str, dict[str, Any]]], *, replace: bool) -> None:
         buf = self._index_buffer
@@ -165,7 +184,7 @@ class FhirService:
             if replace:
                 buf.pop(key, None)  # its rows were never written
                 indexing.delete_index(self.conn, rtype, res["id"])
-            buf[key] = (rtype, res)
+            buf[key] = Buffered(rtype, res)
 
     # ---------------------------------------------------------------- helpers
     def validate(self, resource: Any, expected_type: str | None = None, root: str = "") -> str:
@@ -236,8 +255,8 @@ class FhirService:
 
     def search_ids(self, resource_type: str, criteria: str, *, limit: int = 2) -> list[str]:
         """Ids matching a conditional query string (``identifier=sys|val``), up to limit."""
-        if self._prefetched is not None:
-            hit = self._prefetched.get((resource_type, criteria))
+        for answers in (self._known, self._prefetched):
+            hit = answers.get((resource_type, criteria)) if answers is not None else None
             if hit is not None:
                 return hit[:limit]
         params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
@@ -279,6 +298,12 @@ class FhirService:
         bundle calls before its first write, so the answers are what the single lookups
         would have returned at that point.  Call after taking the keys' locks.
         """
+        known = self._known or {}
+        self._prefetched = self.resolve_ids([i for i in items if i not in known])
+
+    def resolve_ids(self, items: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """The ids matching each (type, criteria) of the plain ``identifier=system|value``
+        shape, in one query; criteria of another shape are left out of the answer."""
         keys: list[tuple[str, str]] = []
         lookups: list[tuple[str, tuple[str, ...], str, str]] = []
         for rtype, criteria in dict.fromkeys(items):
@@ -286,7 +311,7 @@ class FhirService:
             if shape is not None:
                 keys.append((rtype, criteria))
                 lookups.append((rtype, shape[0], shape[1], shape[2]))
-        self._prefetched = dict(zip(keys, repo.ids_by_tokens(self.conn, lookups), strict=True))
+        return dict(zip(keys, repo.ids_by_tokens(self.conn, lookups), strict=True))
 
     def end_prefetch(self) -> None:
         """Forget the prefetched answers and which locks this bundle took (a later call
@@ -705,10 +730,16 @@ class FhirService:
             self.access.authorize("create", rtype)
             rows.append(self._seal(res, 1, ts))
         repo.insert_current(self.conn, rows)
-        self._index([(r["resourceType"], r) for r in items], replace=False)
-        for res, row in zip(items, rows, strict=True):
-            indexing.on_write(self.conn, res["resourceType"], res["id"], row["patient_id"], res,
-                              new=True)
+        buf = self._index_buffer
+        if buf is not None and self._defer_care:
+            for res, row in zip(items, rows, strict=True):
+                buf[(res["resourceType"], res["id"])] = Buffered(
+                    res["resourceType"], res, True, row["patient_id"])
+        else:
+            self._index([(r["resourceType"], r) for r in items], replace=False)
+            indexing.on_create_many(self.conn, [(res["resourceType"], res["id"],
+                                                 row["patient_id"], res)
+                                                for res, row in zip(items, rows, strict=True)])
         self.access.record(
             self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
         )

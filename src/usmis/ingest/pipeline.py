@@ -102,6 +102,10 @@ class Pipeline:
         self._headers: dict[int, list[str] | None] = {}
         self._mappings: dict[str, files.FileMapping] = {}
         self._held: frozenset[str] = frozenset()  # the batch's conditional-key locks
+        # What the batch's conditional keys match, (type, criteria) → ids: looked up once
+        # for the whole batch (under their locks), then kept true by adding what each
+        # stored message wrote (see _learned) — the FHIR service asks here first.
+        self._known: dict[tuple[str, str], list[str]] = {}
         # The batch's stored Patients by id, each in the last version written — what the
         # database holds when the batch links them (after all its messages' writes).  A
         # message records them only once its transaction went through; one that fails
@@ -156,6 +160,7 @@ class Pipeline:
                            for k in _conditional_keys(m)})
             lock_keys(conn, held)  # outside any savepoint: held until the batch commits
             self._held = frozenset(held)
+            self._known = self._resolve(conn, held)
             self._stored_patients = {}
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
@@ -170,8 +175,15 @@ class Pipeline:
                     flush_index_buffer(conn, self.keys, buf)
                     written.clear()
                 stored = self._one(conn, row, m, result, done, deferred, buf, isolate)
-                if stored and buf is not None and isinstance(m, Mapped):
-                    written.update(_conditional_keys(m))
+                if stored and isinstance(m, Mapped) and _deletes(m):
+                    # Known answers do not follow deletes: ask the database again.
+                    if buf:
+                        flush_index_buffer(conn, self.keys, buf)
+                    written.clear()
+                    self._known = self._resolve(conn, held)
+                elif stored and buf is not None and isinstance(m, Mapped):
+                    written.update(k for k in _conditional_keys(m)
+                                   if tuple(k.split("?", 1)) not in self._known)
             if buf:
                 flush_index_buffer(conn, self.keys, buf)
             if deferred:
@@ -180,6 +192,12 @@ class Pipeline:
             # they commit with the work or not at all, exactly as when set per message.
             repo.finish_messages(conn, done)
         return result
+
+    def _resolve(self, conn: Connection, held: list[str]) -> dict[tuple[str, str], list[str]]:
+        """What the batch's ``identifier=`` conditional keys match now, in one query."""
+        pairs = [(k.split("?", 1)[0], k.split("?", 1)[1]) for k in held]
+        return FhirService(conn, self.keys, SystemAccess()).resolve_ids(
+            [p for p in pairs if p[1].startswith("identifier=")])
 
     def _link_all(self, conn: Connection, items: list[tuple[Row[Any], Mapped, list[str]]]
                   ) -> None:
@@ -238,11 +256,12 @@ class Pipeline:
             snapshot = dict(buf) if buf is not None and isolate else None
             try:
                 with conn.begin_nested() if isolate else contextlib.nullcontext():
-                    stored, patients = self._store(conn, row, mapped, buf)
+                    stored, patients, learned = self._store(conn, row, mapped, buf)
                     if deferred is None:
                         self._identify(conn, row, mapped, patients)
                     elif patients or mapped.merges:
                         deferred.append((row, mapped, patients))
+                self._known.update(learned)  # only once the message's writes stand
                 done.append((row.id, stored, mapped.iin_status, mapped.event_time))
                 result.done += 1
                 result.resources += stored
@@ -268,7 +287,8 @@ class Pipeline:
         return False
 
     def _store(self, conn: Connection, row: Row[Any], mapped: Mapped,
-               buf: IndexBuffer | None = None) -> tuple[int, list[str]]:
+               buf: IndexBuffer | None = None
+               ) -> tuple[int, list[str], dict[tuple[str, str], list[str]]]:
         bundle = mapped.bundle
         entries: list[dict[str, Any]] = bundle["entry"]
         when = mapped.event_time or _aware(row.received_at)
@@ -290,10 +310,11 @@ class Pipeline:
         if targets:
             entries.append(_provenance(row, mapped, targets))
         svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id),
-                          index_buffer=buf, held_locks=self._held)
+                          index_buffer=buf, held_locks=self._held, known_ids=self._known)
         response = svc.transaction(bundle)
         written = 0
         patients: list[str] = []
+        learned = self._learned(entries, response["entry"])
         for e, r in zip(entries, response["entry"], strict=True):
             status = r.get("response", {}).get("status", "")
             rtype = e["resource"]["resourceType"]
@@ -309,7 +330,33 @@ class Pipeline:
                         # What was just stored, for the patient index (saves reading it
                         # back); a Patient.link may hold bundle-local references: read.
                         self._stored_patients[pid] = e["resource"]
-        return written, [p for p in patients if p]
+        return written, [p for p in patients if p], learned
+
+    def _learned(self, entries: list[dict[str, Any]], responses: list[dict[str, Any]]
+                 ) -> dict[tuple[str, str], list[str]]:
+        """What the batch's known answers become after these writes: each conditional key
+        written names the resource it went to, and a stored resource joins the answer of
+        any other known ``identifier=system|value`` it carries (as the search index will
+        once the batch's rows are flushed).  An identifier an update drops is not taken
+        out: the mappers always keep the identifier a record is keyed by."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for e, r in zip(entries, responses, strict=True):
+            loc = r.get("response", {}).get("location", "")
+            if not r.get("response", {}).get("status", "").startswith(("200", "201")) or \
+                    loc.count("/") < 1:
+                continue
+            rtype, rid = loc.split("/")[:2]
+            req = e["request"]
+            if req["method"] == "PUT" and "?" in req["url"]:
+                out[(rtype, req["url"].split("?", 1)[1])] = [rid]
+            elif req["method"] == "POST" and req.get("ifNoneExist"):
+                out[(rtype, req["ifNoneExist"])] = [rid]
+            for ident in (e.get("resource") or {}).get("identifier") or []:
+                key = (rtype, f"identifier={ident.get('system')}|{ident.get('value')}")
+                ids = out.get(key, self._known.get(key))
+                if ids is not None and rid not in ids:
+                    out[key] = sorted([*ids, rid])
+        return out
 
     def _identify(self, conn: Connection, row: Row[Any], mapped: Mapped,
                   patients: list[str]) -> None:
@@ -375,6 +422,11 @@ def _reads_back(mapped: Mapped, written: set[str]) -> bool:
     if any((e.get("request") or {}).get("method") in ("GET", "HEAD", "DELETE") for e in entries):
         return True
     return _CONDITIONAL_REF.search(orjson.dumps(mapped.bundle)) is not None
+
+
+def _deletes(mapped: Mapped) -> bool:
+    return any((e.get("request") or {}).get("method") == "DELETE"
+               for e in mapped.bundle.get("entry", []))
 
 
 def _conditional_keys(mapped: Mapped) -> list[str]:
