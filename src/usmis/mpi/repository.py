@@ -21,6 +21,7 @@ from sqlalchemy import (
     update,
 )
 
+from usmis.kit.db import planned_per_call
 from usmis.mpi.tables import block, link, link_event, model, person, review
 
 _CHUNK = 500
@@ -68,10 +69,11 @@ def get_link(conn: Connection, patient_id: str) -> Row[Any] | None:
 def linked_patients(conn: Connection, patient_ids: Sequence[str]) -> set[str]:
     """Which of ``patient_ids`` have a link."""
     out: set[str] = set()
-    for i in range(0, len(patient_ids), _CHUNK):
-        chunk = list(patient_ids[i : i + _CHUNK])
-        out.update(conn.execute(select(link.c.patient_id).where(
-            link.c.patient_id.in_(chunk))).scalars())
+    with planned_per_call(conn):  # a generic plan kept scanning the whole table
+        for i in range(0, len(patient_ids), _CHUNK):
+            chunk = list(patient_ids[i : i + _CHUNK])
+            out.update(conn.execute(select(link.c.patient_id).where(
+                link.c.patient_id.in_(chunk))).scalars())
     return out
 
 
@@ -176,7 +178,8 @@ def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_
     with their sealed profiles (at most ``limit``)."""
     if not keys:
         return []
-    return list(conn.execute(_candidates_stmt(limit), {"keys": sorted(set(keys))}).all())
+    with planned_per_call(conn):
+        return list(conn.execute(_candidates_stmt(limit), {"keys": sorted(set(keys))}).all())
 
 
 def profiles(conn: Connection, patient_ids: Sequence[str]) -> list[Any]:
