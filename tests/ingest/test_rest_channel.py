@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
+from usmis.access.tokens import issue_token
 from usmis.config import Settings
-from usmis.ingest import sources
+from usmis.ingest import inbox, sources
 from usmis.ingest import tables as t
 from usmis.ingest.endpoints import router
+from usmis.ingest.model import Incoming
 from usmis.ingest.pipeline import Pipeline
+from usmis.ingest.service import rest_server
 from usmis.kit.db import transaction
 
 from .test_pipeline import _count, _resources
@@ -207,3 +213,30 @@ def test_admin_api_manages_sources_reports_and_dead_letters(
     src = {"Authorization": "Bearer " + issue_token(settings, subject="s", role="source",
                                                      source="ehr-test")}
     assert client.get("/ingest/sources", headers=src).status_code == 403
+
+
+def test_a_post_waiting_for_the_database_does_not_hold_up_the_server(
+    token: str, engine: Engine, settings: Settings
+) -> None:
+    """The channel's database work runs off the event loop: while one post waits for a row
+    lock, the same server (real uvicorn) still answers other requests."""
+    raw = orjson.dumps(_batch())
+    admin = {"Authorization": f"Bearer {issue_token(settings, subject='t', role='admin')}"}
+    with rest_server(settings, engine) as url, engine.connect() as holder, \
+            ThreadPoolExecutor(1) as pool:
+        held = holder.begin()
+        # The same content, uncommitted: the post's insert must wait for this row.
+        inbox.receive(holder, settings, Incoming(source_id="ehr-test", channel="rest",
+                                                 format="fhir", message_id="held", raw=raw))
+        first = pool.submit(httpx.post, f"{url}/ingest/fhir", content=raw, timeout=60,
+                            headers={"Authorization": f"Bearer {token}"})
+        time.sleep(0.5)
+        assert not first.done()
+        other = httpx.get(f"{url}/ingest/sources", headers=admin, timeout=10)
+        assert other.status_code == 200
+        assert not first.done()  # still waiting, and the server answered meanwhile
+        held.commit()
+        assert first.result(timeout=60).status_code == 202  # a duplicate of the held one
+    with engine.connect() as c:
+        (dups,) = c.execute(select(t.inbox.c.duplicates)).one()
+    assert dups == 1

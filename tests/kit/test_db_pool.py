@@ -17,7 +17,7 @@ def test_a_search_turns_preparation_off_only_until_its_connection_is_returned(
 ) -> None:
     """A FHIR search plans its statements for their values (psycopg's automatic
     preparation off); the next unit of work on the same pooled connection gets the
-    prepared statements back."""
+    prepared statements back.  A lookup by identifier turns it off for itself only."""
     if settings.is_sqlite:
         pytest.skip("statement preparation is psycopg's (PostgreSQL)")
     engine = make_engine(settings.resolved_database_url, pool_size=1)
@@ -25,8 +25,10 @@ def test_a_search_turns_preparation_off_only_until_its_connection_is_returned(
     try:
         with engine.connect() as conn:
             driver = conn.connection.driver_connection
-            FhirService(conn, keys, SystemAccess()).search_ids(
-                "Patient", "identifier=https://usmis.kz/sid/iin|900101300001")
+            svc = FhirService(conn, keys, SystemAccess())
+            svc.search_ids("Patient", "identifier=https://usmis.kz/sid/iin|900101300001")
+            assert driver.prepare_threshold == 5  # type: ignore[union-attr]
+            svc.search_ids("Patient", "birthdate=1990-01-01")
             assert driver.prepare_threshold is None  # type: ignore[union-attr]
         with engine.connect() as conn:
             assert conn.connection.driver_connection is driver  # the same pooled connection

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from usmis.config import Settings
 from usmis.ingest import deadletters, inbox, quality, sources
@@ -94,6 +95,12 @@ async def post_fhir(request: Request, resource_type: str | None = None) -> Respo
     body = await request.body()
     if len(body) > MAX_BODY:
         raise BadRequest("payload too large", expression=["body"])
+    # The database work runs in the thread pool: done on the event loop it made the server
+    # take one post at a time, each waiting for its commit.
+    return await run_in_threadpool(_receive_fhir, request, body)
+
+
+def _receive_fhir(request: Request, body: bytes) -> Response:
     settings, engine = _settings(request), _engine(request)
     with transaction(engine) as conn:
         src = _source_of(request, conn)
@@ -205,9 +212,13 @@ def show_dead_letter(request: Request, dl_id: int) -> Response:
 
 @router.post("/ingest/deadletters/{dl_id}/replay")
 async def replay_dead_letter(request: Request, dl_id: int) -> Response:
-    _admin(request)
     body = await request.body()
-    with transaction(_engine(request)) as conn:
-        inbox_id = deadletters.replay(conn, _settings(request), dl_id,
-                                      content=body or None)
-    return _json({"dead_letter": dl_id, "inbox_id": inbox_id, "status": "pending"}, 202)
+
+    def work() -> Response:
+        _admin(request)
+        with transaction(_engine(request)) as conn:
+            inbox_id = deadletters.replay(conn, _settings(request), dl_id,
+                                          content=body or None)
+        return _json({"dead_letter": dl_id, "inbox_id": inbox_id, "status": "pending"}, 202)
+
+    return await run_in_threadpool(work)

@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
 
 from usmis.access.deps import current_principal
 from usmis.access.model import Principal
@@ -126,11 +127,15 @@ async def patient_match(
         body = orjson.loads(raw) if raw.strip() else None
     except orjson.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON") from None
-    with unit_of_work(_engine(request), write=False) as conn:
-        bundle = lookup.match_bundle(
-            conn, _settings(request), access, body, base_url=_base(request)
-        )
-    return _fhir(bundle)
+
+    def work() -> Response:
+        with unit_of_work(_engine(request), write=False) as conn:
+            bundle = lookup.match_bundle(
+                conn, _settings(request), access, body, base_url=_base(request)
+            )
+        return _fhir(bundle)
+
+    return await run_in_threadpool(work)  # the database work off the event loop
 
 
 def _pix(request: Request, access: AccessContext, source: str, targets: list[str]) -> Response:
@@ -174,7 +179,7 @@ async def patient_pix_post(
             source = f"{v.get('system', '')}|{v.get('value', '')}"
         elif p.get("name") == "targetSystem":
             targets.append(str(p.get("valueUri") or ""))
-    return _pix(request, access, source, targets)
+    return await run_in_threadpool(_pix, request, access, source, targets)
 
 
 # ---------------------------------------------------------------------------- registrar API
