@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hl7.client import MLLPClient
 from sqlalchemy import Engine, func, select
 
 from usmis.access import tables as access_tables
 from usmis.config import Settings
 from usmis.fhir import tables as ft
+from usmis.fhir.repository import lock_keys
 from usmis.fhir.service import FhirService
 from usmis.ingest import deadletters, inbox, sources
 from usmis.ingest import tables as t
@@ -299,3 +301,30 @@ def test_care_projections_of_a_batch_are_written_with_it(
                  for r in c.execute(select(access_tables.care_link))}
     assert links == {("Patient", patient["id"], patient["id"], "org-a", "attachment"),
                      ("Encounter", encounter["id"], patient["id"], "org-c", "encounter")}
+
+
+def test_a_record_another_batch_is_writing_is_left_for_later_not_waited_for(
+    hl7_sources: dict[str, str], engine: Engine, settings: Settings
+) -> None:
+    """PostgreSQL workers take a batch's record locks without waiting: a message whose
+    record another transaction holds stays pending (the rest of the batch goes on), and a
+    batch of nothing else is reported busy, untouched."""
+    if settings.is_sqlite:
+        pytest.skip("one writer on SQLite: batches never overlap")
+    held_id = _put(engine, settings, make_adt(control="H1", patient="PH1"))
+    free_id = _put(engine, settings, make_adt(control="F1", patient="PF1"))
+    key = "Patient?identifier=https://usmis.kz/sid/source/his-test/patient|PH1"
+    pipeline = Pipeline(settings, engine)
+    with engine.connect() as other:
+        tx = other.begin()
+        lock_keys(other, [key])  # another worker's batch writing patient PH1
+        first = pipeline.run_batch(50)
+        assert (first.claimed, first.done, first.busy) == (1, 1, False)
+        again = pipeline.run_batch(50)
+        assert (again.claimed, again.busy) == (0, True)
+        tx.rollback()
+    assert pipeline.run_batch(50).done == 1
+    with engine.connect() as c:
+        order = [r.id for r in c.execute(select(t.inbox.c.id).order_by(t.inbox.c.processed_at))]
+    assert order == [free_id, held_id]
+    assert _count(engine, "Patient") == 2

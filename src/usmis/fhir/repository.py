@@ -118,13 +118,15 @@ _GET_CURRENT = select(resource).where(
 _GET_CURRENT_FOR_UPDATE = _GET_CURRENT.with_for_update()
 
 
+def _key_lock_id(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
 def lock_keys(conn: Connection, keys: Sequence[str]) -> None:
     """:func:`lock_key` for several keys in one round trip, taken in the order given."""
     if conn.dialect.name == "postgresql" and keys:
-        ks = [
-            int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
-            for k in keys
-        ]
+        ks = [_key_lock_id(k) for k in keys]
         conn.execute(
             text(
                 "SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ks AS bigint[]))"
@@ -132,6 +134,20 @@ def lock_keys(conn: Connection, keys: Sequence[str]) -> None:
             ),
             {"ks": ks},
         )
+
+
+def try_lock_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
+    """:func:`lock_keys` without waiting: the keys now locked (held till the transaction
+    ends); a key another transaction holds is left out.  SQLite: every key (its write
+    transactions already exclude each other)."""
+    if conn.dialect.name != "postgresql" or not keys:
+        return set(keys)
+    rows = conn.execute(
+        text("SELECT n, pg_try_advisory_xact_lock(k) FROM unnest(CAST(:ks AS bigint[]))"
+             " WITH ORDINALITY AS u(k, n) ORDER BY n"),
+        {"ks": [_key_lock_id(k) for k in keys]},
+    )
+    return {keys[n - 1] for n, ok in rows if ok}
 
 
 # Every (type, param, code, system) key of the lookups at once: one statement whatever the

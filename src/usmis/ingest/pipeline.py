@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -42,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 
 from usmis.config import Settings
 from usmis.fhir.context import SystemAccess
-from usmis.fhir.repository import lock_keys
+from usmis.fhir.repository import try_lock_keys
 from usmis.fhir.service import FhirService, IndexBuffer, flush_index_buffer
 from usmis.ingest import repository as repo
 from usmis.ingest.mapping import fhir as fhir_mapping
@@ -65,6 +66,9 @@ class BatchResult:
     dead: int = 0
     resources: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # Every claimed message names a record another worker's batch is writing: nothing was
+    # done, the messages stay pending; try again shortly (the inbox is not empty).
+    busy: bool = False
 
 
 def _map_hl7(raw: bytes, row: Row[Any]) -> Mapped:
@@ -154,11 +158,24 @@ class Pipeline:
         result = BatchResult()
         with unit_of_work(self.engine, write=True) as conn:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
-            result.claimed = len(rows)
             prepared = [(row, self._prepare(conn, row)) for row in rows]
             held = sorted({k for _, m in prepared if isinstance(m, Mapped)
                            for k in _conditional_keys(m)})
-            lock_keys(conn, held)  # outside any savepoint: held until the batch commits
+            # The records' locks, without waiting (outside any savepoint: held until the
+            # batch commits).  A message whose record another worker's batch holds is
+            # left pending for a later batch — waiting for it serialised the workers
+            # (consecutive messages often name the same patient) — unless that is every
+            # message of the batch: then the batch is tried again shortly.
+            got = try_lock_keys(conn, held)
+            if len(got) < len(held):
+                prepared = [(row, m) for row, m in prepared if not isinstance(m, Mapped)
+                            or got.issuperset(_conditional_keys(m))]
+                if not prepared:
+                    result.busy = True
+                    return result
+                held = sorted({k for _, m in prepared if isinstance(m, Mapped)
+                               for k in _conditional_keys(m)})
+            result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
             self._stored_patients = {}
@@ -223,6 +240,9 @@ class Pipeline:
         total = BatchResult()
         while True:
             r = self.run_batch(limit)
+            if r.busy:
+                time.sleep(0.01)
+                continue
             if not r.claimed:
                 return total
             total.claimed += r.claimed

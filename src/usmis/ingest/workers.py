@@ -67,6 +67,9 @@ def run_worker(
                             attempt=failures)
                 time.sleep(min(5.0, 0.1 * 2**failures))
                 continue
+            if r.busy:  # another worker holds these records: try again shortly
+                time.sleep(0.01)
+                continue
             total.claimed += r.claimed
             total.done += r.done
             total.dead += r.dead
