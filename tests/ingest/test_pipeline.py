@@ -328,3 +328,24 @@ def test_a_record_another_batch_is_writing_is_left_for_later_not_waited_for(
         order = [r.id for r in c.execute(select(t.inbox.c.id).order_by(t.inbox.c.processed_at))]
     assert order == [free_id, held_id]
     assert _count(engine, "Patient") == 2
+
+
+@pytest.mark.parametrize("order", ["newer-first", "older-first"])
+def test_in_one_batch_the_later_event_wins_whatever_the_order(
+    hl7_sources: dict[str, str], engine: Engine, settings: Settings, order: str
+) -> None:
+    """A batch reads its records' clocks once and moves them in memory as its messages are
+    stored: two states of one record in the same batch end as the later event, and a
+    later batch still sees the clock the first one wrote."""
+    newer = make_adt(trigger="A08", control="N", family="Жаңа", event_time="20240305100000")
+    older = make_adt(trigger="A08", control="O", family="Ескі", event_time="20240301100000")
+    for raw in ([newer, older] if order == "newer-first" else [older, newer]):
+        _put(engine, settings, raw)
+    assert Pipeline(settings, engine).run_batch(50).done == 2
+    (patient,) = _resources(engine, settings, "Patient")
+    assert patient["name"][0]["family"] == "Жаңа"
+    _put(engine, settings, make_adt(trigger="A08", control="O2", family="Ескі",
+                                    event_time="20240302100000"))
+    assert Pipeline(settings, engine).run_batch(50).done == 1
+    (patient,) = _resources(engine, settings, "Patient")
+    assert patient["name"][0]["family"] == "Жаңа"

@@ -244,6 +244,7 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
 
 def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) -> None:
     creates: list[_Entry] = []
+    matched: list[_Entry] = []
     for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
         try:
             if e.method == "DELETE":
@@ -257,16 +258,7 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) ->
                 e.response = {"response": {"status": "204 No Content"}}
             elif e.method == "POST":
                 if e.matched_existing:
-                    assert e.target_id is not None
-                    cur = svc.read_raw(e.resource_type, e.target_id)
-                    e.response = {
-                        "response": {
-                            "status": "200 OK",
-                            "location": f"{e.resource_type}/{cur.id}/_history/{cur.version_id}",
-                            "etag": f'W/"{cur.version_id}"',
-                            "lastModified": model.instant(cur.last_updated),
-                        }
-                    }
+                    matched.append(e)  # answered together below: one read for them all
                     continue
                 e.resource = {**e.resource, "id": e.target_id}
                 creates.append(e)
@@ -289,6 +281,30 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) ->
             raise _with_path(exc, e.path) from None
     if creates:
         _flush_creates(svc, creates, return_resources)
+    if matched:
+        _answer_matched(svc, matched)
+
+
+def _answer_matched(svc: FhirService, matched: list[_Entry]) -> None:
+    """A conditional create that found its resource answers 200 with that resource's
+    current version, read (and authorised, and audited) per type in one statement."""
+    for rtype in dict.fromkeys(e.resource_type for e in matched):
+        group = [e for e in matched if e.resource_type == rtype]
+        found = {sv.id: sv for sv in svc.load_many(
+            [(rtype, str(e.target_id)) for e in group], action="read")}
+        for e in group:
+            cur = found.get(str(e.target_id))
+            if cur is None:
+                raise _with_path(NotFound(f"{rtype}/{e.target_id} is not known",
+                                          expression=[rtype]), e.path)
+            e.response = {
+                "response": {
+                    "status": "200 OK",
+                    "location": f"{rtype}/{cur.id}/_history/{cur.version_id}",
+                    "etag": f'W/"{cur.version_id}"',
+                    "lastModified": model.instant(cur.last_updated),
+                }
+            }
 
 
 def _flush_creates(svc: FhirService, creates: list[_Entry], with_resource: bool) -> None:

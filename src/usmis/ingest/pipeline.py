@@ -110,6 +110,10 @@ class Pipeline:
         # for the whole batch (under their locks), then kept true by adding what each
         # stored message wrote (see _learned) — the FHIR service asks here first.
         self._known: dict[tuple[str, str], list[str]] = {}
+        # The record clocks of the batch's records, read once under their locks, and the
+        # ones its stored messages moved (written together before the batch commits).
+        self._clocks: dict[tuple[str, str], repo.Clock] = {}
+        self._moved: dict[tuple[str, str], repo.Clock] = {}
         # The batch's stored Patients by id, each in the last version written — what the
         # database holds when the batch links them (after all its messages' writes).  A
         # message records them only once its transaction went through; one that fails
@@ -178,6 +182,10 @@ class Pipeline:
             result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
+            self._clocks = repo.read_clocks(conn, [
+                (row.source_id, k) for row, m in prepared if isinstance(m, Mapped)
+                for k in self._record_keys(row, m).values()])
+            self._moved = {}
             self._stored_patients = {}
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
@@ -205,6 +213,7 @@ class Pipeline:
                 flush_index_buffer(conn, self.keys, buf)
             if deferred:
                 self._link_all(conn, deferred)
+            repo.write_clocks(conn, self._moved)
             # The done marks of the batch in one statement, in the batch's own transaction:
             # they commit with the work or not at all, exactly as when set per message.
             repo.finish_messages(conn, done)
@@ -276,12 +285,14 @@ class Pipeline:
             snapshot = dict(buf) if buf is not None and isolate else None
             try:
                 with conn.begin_nested() if isolate else contextlib.nullcontext():
-                    stored, patients, learned = self._store(conn, row, mapped, buf)
+                    stored, patients, learned, moved = self._store(conn, row, mapped, buf)
                     if deferred is None:
                         self._identify(conn, row, mapped, patients)
                     elif patients or mapped.merges:
                         deferred.append((row, mapped, patients))
                 self._known.update(learned)  # only once the message's writes stand
+                self._clocks.update(moved)
+                self._moved.update(moved)
                 done.append((row.id, stored, mapped.iin_status, mapped.event_time))
                 result.done += 1
                 result.resources += stored
@@ -308,16 +319,17 @@ class Pipeline:
 
     def _store(self, conn: Connection, row: Row[Any], mapped: Mapped,
                buf: IndexBuffer | None = None
-               ) -> tuple[int, list[str], dict[tuple[str, str], list[str]]]:
+               ) -> tuple[int, list[str], dict[tuple[str, str], list[str]],
+                          dict[tuple[str, str], repo.Clock]]:
         bundle = mapped.bundle
         entries: list[dict[str, Any]] = bundle["entry"]
-        when = mapped.event_time or _aware(row.received_at)
-        keys = {i: record_key(self.settings, row.source_id, e["request"]["url"])
-                for i, e in enumerate(entries)
-                if e["request"]["method"] == "PUT" and "?" in e["request"]["url"]}
-        newest = repo.advance_clocks(conn, source_id=row.source_id,
-                                     record_keys=list(keys.values()), event_time=when,
-                                     inbox_id=row.id)
+        # UTC, so that SQLite (which keeps no offset) compares clocks as PostgreSQL does.
+        when = (mapped.event_time or _aware(row.received_at)).astimezone(UTC)
+        keys = self._record_keys(row, mapped)
+        # The records this message carries the newest state of (their clocks move to it).
+        newest = {k for k in set(keys.values()) if repo.newer(
+            self._clocks.get((row.source_id, k)), when, row.id)}
+        moved = {(row.source_id, k): (when, row.id) for k in newest}
         targets = []
         for i, e in enumerate(entries):
             if i in keys and keys[i] not in newest:
@@ -350,7 +362,13 @@ class Pipeline:
                         # What was just stored, for the patient index (saves reading it
                         # back); a Patient.link may hold bundle-local references: read.
                         self._stored_patients[pid] = e["resource"]
-        return written, [p for p in patients if p], learned
+        return written, [p for p in patients if p], learned, moved
+
+    def _record_keys(self, row: Row[Any], mapped: Mapped) -> dict[int, str]:
+        """The record clock keys of a message's conditional updates, by entry index."""
+        return {i: record_key(self.settings, row.source_id, e["request"]["url"])
+                for i, e in enumerate(mapped.bundle["entry"])
+                if e["request"]["method"] == "PUT" and "?" in e["request"]["url"]}
 
     def _learned(self, entries: list[dict[str, Any]], responses: list[dict[str, Any]]
                  ) -> dict[tuple[str, str], list[str]]:

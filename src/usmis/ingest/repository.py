@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from usmis.ingest import tables as t
 from usmis.ingest.model import Source
-from usmis.kit.db import FastStatement
 
 
 def now() -> datetime:
@@ -289,45 +288,41 @@ def list_merges(conn: Connection, after_id: int = 0, limit: int = 1000) -> list[
     ))
 
 
-def advance_clocks(
-    conn: Connection, *, source_id: str, record_keys: list[str], event_time: datetime,
-    inbox_id: int,
-) -> set[str]:
-    """Move the clocks of a message's records to ``event_time`` unless they already show a
-    later one; the keys whose clock moved — this message carries their newest state (apply
-    it).  One statement for all of them.  Concurrent workers serialise on the clock rows,
-    so the newest always wins whatever the order."""
-    keys = sorted(set(record_keys))  # one row each (an upsert may touch a row only once)
-    if not keys:
-        return set()
-    params: dict[str, Any] = {"p_src": source_id, "p_time": event_time, "p_inbox": inbox_id}
-    params.update({f"p_key{i}": k for i, k in enumerate(keys)})
-    rows = _clock_stmt(conn.dialect.name, len(keys)).run(conn, params)
-    return {r[0] for r in rows}
+Clock = tuple[datetime, int]  # a record's newest applied state: (event time, inbox id)
 
 
-# The upsert is built and compiled once per dialect and number of records (SQLAlchemy does
-# not cache the compiled form of a multi-row VALUES: compiling it cost more than running it).
-_CLOCK: dict[tuple[str, int], FastStatement] = {}
+def read_clocks(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Clock]:
+    """The clocks of (source id, record key) pairs, in one statement (missing: never seen)."""
+    out: dict[tuple[str, str], Clock] = {}
+    c = t.record_clock.c
+    pairs = sorted(set(keys))
+    for i in range(0, len(pairs), 500):
+        stmt = select(c.source_id, c.record_key, c.event_time, c.inbox_id).where(
+            tuple_(c.source_id, c.record_key).in_(pairs[i:i + 500]))
+        for src, key, when, inbox_id in conn.execute(stmt):
+            out[(src, key)] = (when if when.tzinfo else when.replace(tzinfo=UTC), inbox_id)
+    return out
 
 
-def _clock_stmt(dialect: str, n: int) -> FastStatement:
-    stmt = _CLOCK.get((dialect, n))
-    if stmt is None:
-        mod = postgresql if dialect == "postgresql" else sqlite
+def newer(clock: Clock | None, event_time: datetime, inbox_id: int) -> bool:
+    """Does a message (event time, inbox id) carry a newer state than ``clock``?  The later
+    event wins; for equal times, the later message (and the same one again, replayed)."""
+    return clock is None or clock[0] < event_time or (
+        clock[0] == event_time and clock[1] <= inbox_id)
+
+
+def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None:
+    """Upsert the given clocks (the caller holds their records' locks and read them first,
+    so each only moves forward), one statement per 500."""
+    items = sorted(clocks.items())
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for i in range(0, len(items), 500):
         ins = mod.insert(t.record_clock).values([
-            {"source_id": bindparam("p_src"), "record_key": bindparam(f"p_key{i}"),
-             "event_time": bindparam("p_time"), "inbox_id": bindparam("p_inbox")}
-            for i in range(n)
-        ])
-        stmt = _CLOCK[(dialect, n)] = FastStatement(ins.on_conflict_do_update(
+            {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
+            for (src, key), (when, inbox_id) in items[i:i + 500]])
+        conn.execute(ins.on_conflict_do_update(
             index_elements=["source_id", "record_key"],
-            set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id},
-            where=(t.record_clock.c.event_time < ins.excluded.event_time)
-            | ((t.record_clock.c.event_time == ins.excluded.event_time)
-               & (t.record_clock.c.inbox_id <= ins.excluded.inbox_id)),
-        ).returning(t.record_clock.c.record_key))
-    return stmt
+            set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id}))
 
 
 # --- quality -------------------------------------------------------------------------------
