@@ -176,3 +176,34 @@ def test_history_levels_and_metadata(client: TestClient) -> None:
         "read", "vread", "history-instance", "history-type", "search-type"}
     obs_params = {p["name"] for p in types["Observation"]["searchParam"]}
     assert {"patient", "code", "_id", "_lastUpdated"} <= obs_params
+
+
+def test_conditional_creates_that_find_their_resources_answer_with_their_versions(
+    client: TestClient,
+) -> None:
+    """Several conditional creates of a bundle that match answer 200 with each matched
+    resource's current version (read together); one that matches a deleted resource
+    creates a new one."""
+    sys = "https://usmis.kz/sid/source/s1/patient"
+
+    def entry(ident: str) -> dict[str, Any]:
+        pat = make_patient()
+        pat["identifier"].append({"system": sys, "value": ident})
+        return {"resource": pat, "request": {"method": "POST", "url": "Patient",
+                                              "ifNoneExist": f"identifier={sys}|{ident}"}}
+
+    first = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                       "entry": [entry("m1"), entry("m2"), entry("m3")]})
+    ids = [e["response"]["location"].split("/")[1] for e in first.json()["entry"]]
+    updated = client.get(f"/fhir/Patient/{ids[1]}").json()
+    assert client.put(f"/fhir/Patient/{ids[1]}", json=updated).status_code == 200
+    assert client.delete(f"/fhir/Patient/{ids[2]}").status_code in (200, 204)
+    again = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                       "entry": [entry("m1"), entry("m2"), entry("m3")]})
+    assert again.status_code == 200, again.text
+    out = [e["response"] for e in again.json()["entry"]]
+    assert [r["status"][:3] for r in out] == ["200", "200", "201"]
+    assert out[0]["location"] == f"Patient/{ids[0]}/_history/1"
+    assert out[1]["location"] == f"Patient/{ids[1]}/_history/2"
+    assert out[1]["etag"] == 'W/"2"'
+    assert out[2]["location"].split("/")[1] != ids[2]

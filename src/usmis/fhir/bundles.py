@@ -290,8 +290,14 @@ def _answer_matched(svc: FhirService, matched: list[_Entry]) -> None:
     current version, read (and authorised, and audited) per type in one statement."""
     for rtype in dict.fromkeys(e.resource_type for e in matched):
         group = [e for e in matched if e.resource_type == rtype]
-        found = {sv.id: sv for sv in svc.load_many(
-            [(rtype, str(e.target_id)) for e in group], action="read")}
+        if len(group) == 1:  # the statement of one read is prepared once; of many, built
+            try:
+                found = {str(group[0].target_id): svc.read_raw(rtype, str(group[0].target_id))}
+            except UsmisError as exc:
+                raise _with_path(exc, group[0].path) from None
+        else:
+            found = {sv.id: sv for sv in svc.load_many(
+                [(rtype, str(e.target_id)) for e in group], action="read")}
         for e in group:
             cur = found.get(str(e.target_id))
             if cur is None:

@@ -25,7 +25,6 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    tuple_,
     union_all,
     update,
 )
@@ -155,15 +154,15 @@ def try_lock_keys(conn: Connection, keys: Sequence[str]) -> set[str]:
 # PostgreSQL the keys come as arrays, each probing the lookup index (LATERAL … OFFSET 0
 # keeps that plan shape: joined plainly, 200 keys were merge-joined
 # against the whole index, 114 ms instead of 5 ms; an IN list of hundreds of row values
-# cost more to plan than to run).  SQLite takes an expanding row-value IN.
-_TOKEN_IN = (
-    select(idx_token.c.res_type, idx_token.c.param, idx_token.c.system, idx_token.c.code,
-           idx_token.c.res_id)
-    .join(resource, and_(resource.c.resource_type == idx_token.c.res_type,
-                         resource.c.id == idx_token.c.res_id))
-    .where(resource.c.deleted == false(),
-           tuple_(idx_token.c.res_type, idx_token.c.param, idx_token.c.code,
-                  idx_token.c.system).in_(bindparam("keys", expanding=True)))
+# cost more to plan than to run).  SQLite gets them as a JSON array through json_each (it
+# scans the whole table for a row-value IN).
+_TOKEN_JSON = text(  # SQLite: the keys as a JSON array, each probing the lookup index
+    "SELECT t.res_type, t.param, t.system, t.code, t.res_id FROM json_each(:keys) AS k"
+    " JOIN fhir_idx_token t ON t.res_type = json_extract(k.value, '$[0]')"
+    " AND t.param = json_extract(k.value, '$[1]') AND t.code = json_extract(k.value, '$[2]')"
+    " AND t.system = json_extract(k.value, '$[3]')"
+    " JOIN fhir_resource r ON r.resource_type = t.res_type AND r.id = t.res_id"
+    " WHERE NOT r.deleted"
 )
 _TOKEN_UNNEST = text(
     "SELECT t.res_type, t.param, t.system, t.code, t.res_id"
@@ -193,7 +192,7 @@ def ids_by_tokens(
                 "rts": list(cols[0]), "ps": list(cols[1]), "codes": list(cols[2]),
                 "syss": list(cols[3])}).all()
         else:
-            rows = conn.execute(_TOKEN_IN, {"keys": keys}).all()
+            rows = conn.execute(_TOKEN_JSON, {"keys": orjson.dumps(keys).decode()}).all()
     found: dict[tuple[str, str, str, str], set[str]] = {}
     for rt, param, sys, code, rid in rows:
         found.setdefault((rt, param, sys, code), set()).add(rid)

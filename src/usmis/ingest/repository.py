@@ -1,12 +1,15 @@
-"""All SQL of the ingest domain (SQLAlchemy Core; same statements on SQLite and PostgreSQL)."""
+"""All SQL of the ingest domain (SQLAlchemy Core; the record clocks' lookup takes each
+backend's own form of a many-keys join)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, select, tuple_, update
+import orjson
+from sqlalchemy import Connection, Row, and_, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from usmis.ingest import tables as t
@@ -291,16 +294,33 @@ def list_merges(conn: Connection, after_id: int = 0, limit: int = 1000) -> list[
 Clock = tuple[datetime, int]  # a record's newest applied state: (event time, inbox id)
 
 
+_CLOCKS_PG = text(
+    "SELECT c.source_id, c.record_key, c.event_time, c.inbox_id"
+    " FROM unnest(CAST(:srcs AS text[]), CAST(:keys AS text[])) AS k(s, r)"
+    " JOIN ingest_record_clock c ON c.source_id = k.s AND c.record_key = k.r")
+# SQLite does not use an index for a row-value IN (it scans the table): the pairs come as a
+# JSON array joined through json_each, which probes the primary key per pair.
+_CLOCKS_SQLITE = text(
+    "SELECT c.source_id, c.record_key, c.event_time, c.inbox_id FROM json_each(:pairs) AS k"
+    " JOIN ingest_record_clock c ON c.source_id = json_extract(k.value, '$[0]')"
+    " AND c.record_key = json_extract(k.value, '$[1]')")
+
+
 def read_clocks(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Clock]:
     """The clocks of (source id, record key) pairs, in one statement (missing: never seen)."""
-    out: dict[tuple[str, str], Clock] = {}
-    c = t.record_clock.c
     pairs = sorted(set(keys))
-    for i in range(0, len(pairs), 500):
-        stmt = select(c.source_id, c.record_key, c.event_time, c.inbox_id).where(
-            tuple_(c.source_id, c.record_key).in_(pairs[i:i + 500]))
-        for src, key, when, inbox_id in conn.execute(stmt):
-            out[(src, key)] = (when if when.tzinfo else when.replace(tzinfo=UTC), inbox_id)
+    if not pairs:
+        return {}
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_CLOCKS_PG, {"srcs": [p[0] for p in pairs],
+                                         "keys": [p[1] for p in pairs]})
+    else:
+        rows = conn.execute(_CLOCKS_SQLITE, {"pairs": orjson.dumps(pairs).decode()})
+    out: dict[tuple[str, str], Clock] = {}
+    for src, key, when, inbox_id in rows:
+        if isinstance(when, str):  # SQLite through a text() statement: the stored string
+            when = datetime.fromisoformat(when)
+        out[(src, key)] = (when if when.tzinfo else when.replace(tzinfo=UTC), int(inbox_id))
     return out
 
 
@@ -313,16 +333,19 @@ def newer(clock: Clock | None, event_time: datetime, inbox_id: int) -> bool:
 
 def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None:
     """Upsert the given clocks (the caller holds their records' locks and read them first,
-    so each only moves forward), one statement per 500."""
-    items = sorted(clocks.items())
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for i in range(0, len(items), 500):
-        ins = mod.insert(t.record_clock).values([
+    so each only moves forward): one executemany of a statement built once per dialect."""
+    if clocks:
+        conn.execute(_clock_upsert(conn.dialect.name), [
             {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
-            for (src, key), (when, inbox_id) in items[i:i + 500]])
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["source_id", "record_key"],
-            set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id}))
+            for (src, key), (when, inbox_id) in sorted(clocks.items())])
+
+
+@cache
+def _clock_upsert(dialect: str) -> Any:
+    ins = (postgresql if dialect == "postgresql" else sqlite).insert(t.record_clock)
+    return ins.on_conflict_do_update(
+        index_elements=["source_id", "record_key"],
+        set_={"event_time": ins.excluded.event_time, "inbox_id": ins.excluded.inbox_id})
 
 
 # --- quality -------------------------------------------------------------------------------
