@@ -302,8 +302,9 @@ class FhirService:
         self._prefetched = self.resolve_ids([i for i in items if i not in known])
 
     def resolve_ids(self, items: list[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-        """The ids matching each (type, criteria) of the plain ``identifier=system|value``
-        shape, in one query; criteria of another shape are left out of the answer."""
+        """The ids matching each (type, criteria) of the plain ``param=system|value`` token
+        shape (see :meth:`_token_params`), in one query; criteria of another shape are left
+        out of the answer."""
         keys: list[tuple[str, str]] = []
         lookups: list[tuple[str, tuple[str, ...], str, str]] = []
         for rtype, criteria in dict.fromkeys(items):
