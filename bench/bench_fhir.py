@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,29 @@ def load_http(server: Server, token: str, bundles: list[bytes], clients: int) ->
     return 31 * len(bundles) / dt
 
 
+def _run_clients(items: list[Any], clients: int, insert: Callable[[Any], None]) -> float:
+    """``insert`` each item (one transaction each) from ``clients`` threads taking them in
+    order; the seconds it took."""
+    queue = list(reversed(items))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                item = queue.pop()
+            insert(item)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
 def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> float:
     """The same resource JSON inserted raw: one table, 31 rows per transaction."""
     from sqlalchemy.pool import QueuePool
@@ -252,25 +276,12 @@ def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> float:
         c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
     docs = [[{"id": str(uuid.uuid4()), "body": orjson.dumps(e["resource"]).decode()}
              for e in b["entry"]] for b in bundles]
-    queue = list(reversed(docs))
-    lock = threading.Lock()
 
-    def worker() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                rows = queue.pop()
-            with engine.begin() as c:
-                c.execute(text("INSERT INTO bench_raw (id, body) VALUES (:id, :body)"), rows)
+    def insert(rows: list[dict[str, Any]]) -> None:
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO bench_raw (id, body) VALUES (:id, :body)"), rows)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    dt = time.perf_counter() - t0
+    dt = _run_clients(docs, clients, insert)
     with engine.begin() as c:
         c.execute(text("DROP TABLE bench_raw"))
     engine.dispose()
@@ -440,26 +451,13 @@ def rows_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[f
                 tables.setdefault(name, []).extend(rows)
                 n_index += len(rows)
         work.append(tables)
-    queue = list(reversed(work))
-    lock = threading.Lock()
 
-    def worker() -> None:
-        while True:
-            with lock:
-                if not queue:
-                    return
-                tables = queue.pop()
-            with engine.begin() as c:
-                for name, rows in tables.items():
-                    insert_rows(c, copies[name], rows)
+    def insert(tables: dict[str, list[dict[str, Any]]]) -> None:
+        with engine.begin() as c:
+            for name, rows in tables.items():
+                insert_rows(c, copies[name], rows)
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    dt = time.perf_counter() - t0
+    dt = _run_clients(work, clients, insert)
     with engine.begin() as c:
         for name in real:
             c.execute(text(f"DROP TABLE bench_{name}"))
