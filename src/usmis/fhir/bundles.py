@@ -287,7 +287,9 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) ->
 
 def _answer_matched(svc: FhirService, matched: list[_Entry]) -> None:
     """A conditional create that found its resource answers 200 with that resource's
-    current version, read (and authorised, and audited) per type in one statement."""
+    current version, read (and authorised, and audited) per type in one statement, after
+    the bundle's writes: should a later entry of the same bundle update that resource,
+    the answer names the updated version."""
     for rtype in dict.fromkeys(e.resource_type for e in matched):
         group = [e for e in matched if e.resource_type == rtype]
         if len(group) == 1:  # the statement of one read is prepared once; of many, built
