@@ -114,6 +114,7 @@ class Pipeline:
         # ones its stored messages moved (written together before the batch commits).
         self._clocks: dict[tuple[str, str], repo.Clock] = {}
         self._moved: dict[tuple[str, str], repo.Clock] = {}
+        self._record_keys_of: dict[int, dict[int, str]] = {}  # by inbox id (keyed hashes)
         # The batch's stored Patients by id, each in the last version written — what the
         # database holds when the batch links them (after all its messages' writes).  A
         # message records them only once its transaction went through; one that fails
@@ -182,9 +183,11 @@ class Pipeline:
             result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
+            self._record_keys_of = {row.id: self._record_keys(row, m)
+                                    for row, m in prepared if isinstance(m, Mapped)}
             self._clocks = repo.read_clocks(conn, [
                 (row.source_id, k) for row, m in prepared if isinstance(m, Mapped)
-                for k in self._record_keys(row, m).values()])
+                for k in self._record_keys_of[row.id].values()])
             self._moved = {}
             self._stored_patients = {}
             done: list[tuple[int, int, str | None, datetime | None]] = []
@@ -325,7 +328,7 @@ class Pipeline:
         entries: list[dict[str, Any]] = bundle["entry"]
         # UTC, so that SQLite (which keeps no offset) compares clocks as PostgreSQL does.
         when = (mapped.event_time or _aware(row.received_at)).astimezone(UTC)
-        keys = self._record_keys(row, mapped)
+        keys = self._record_keys_of.get(row.id) or self._record_keys(row, mapped)
         # The records this message carries the newest state of (their clocks move to it).
         newest = {k for k in set(keys.values()) if repo.newer(
             self._clocks.get((row.source_id, k)), when, row.id)}

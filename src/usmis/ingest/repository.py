@@ -148,7 +148,8 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
         conn.execute(_finish_stmt(names), rows)
 
 
-# Built once per column set: every message runs one (see advance_clocks for why).
+# Built once per column set: every batch runs one (building a statement cost more than
+# running it).
 _FINISH: dict[tuple[str, ...], Any] = {}
 
 
