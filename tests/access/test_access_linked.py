@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from usmis.access import repository as access_repo
 from usmis.access.projection import consent_resource
 from usmis.access.tokens import issue_token
 from usmis.app import create_app
@@ -62,6 +63,9 @@ def test_care_consent_and_emergency_follow_the_person(settings: Settings) -> Non
             person = mpi.link_source_patient(conn, settings, p1)
             if mpi.link_source_patient(conn, settings, p2) != person:
                 mpi.link(conn, p2, person, actor="registrar-1", reason="same person")
+        with engine.connect() as conn:  # what the audit records as the persons touched
+            assert access_repo.person_keys(conn, [p2, p1, p2, "never-stored"]) == [person]
+            assert access_repo.person_keys(conn, ["never-stored"]) == []
         engine.dispose()
 
         assert _sees(client, dr_a, "Observation", obs, p2)

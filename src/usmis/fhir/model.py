@@ -7,7 +7,8 @@ every other valid R4 resource type is stored and readable, searchable by ``_id``
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -50,8 +51,19 @@ _COMPARTMENT_PATHS = ("patient", "subject", "beneficiary", "for", "policyHolder"
 
 
 def new_id() -> str:
-    """A random resource id: never derived from an identifier (privacy)."""
-    return str(uuid.uuid4())
+    """A new resource id, never derived from an identifier (privacy): a UUID in the
+    version-7 layout of RFC 9562 — the milliseconds since the epoch, then 74 random bits.
+
+    Time-ordered on purpose: the ids go into seven B-tree indexes (the primary key, the
+    search indexes' ``res_id``, the patient and reference targets), and random ids put
+    every insert on a random page of each — once the indexes outgrow the buffer cache,
+    that is a page read and a dirty page per index per resource.  What it reveals is the
+    creation time, which the first version's ``meta.lastUpdated`` says already."""
+    rand = int.from_bytes(os.urandom(10))  # 12 + 62 random bits used
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+             | 0b10 << 62 | rand & ((1 << 62) - 1))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_utc() -> datetime:
@@ -62,7 +74,7 @@ def instant(ts: datetime) -> str:
     """FHIR instant with milliseconds, UTC ("2026-11-27T00:12:14.123Z")."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def reference_id(ref: Any, resource_type: str) -> str | None:
