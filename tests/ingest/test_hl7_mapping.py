@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usmis.ingest.mapping import hl7v2
 from usmis.ingest.mapping.common import IIN_SYSTEM, Reject
@@ -141,3 +144,23 @@ def test_batch_files_split_framed_and_newline_separated() -> None:
     assert [hl7v2.read_header(m).control_id for m in hl7v2.split_messages(framed)] == ["A", "B"]
     lines = (a.replace("\r", "\n") + "\n\n" + b.replace("\r", "\r\n")).encode()
     assert [hl7v2.read_header(m).control_id for m in hl7v2.split_messages(lines)] == ["A", "B"]
+
+
+# The mapping splits segments into field strings itself (the library parses the header):
+# they must be the strings the library's parse of the whole message gives back.
+_ANY_CHARS = st.text(st.sampled_from(list("AZ09 .-_|^~\\&#") + ["ё", "Қ", "\t"]), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=_ANY_CHARS, body=st.lists(_ANY_CHARS, max_size=6),
+       seps=st.sampled_from(["|^~\\&", "|^~\\&#", "#^~\\&", "|!~\\&", "|^~\\"]))
+def test_field_strings_equal_the_librarys_parse(header: str, body: list[str], seps: str) -> None:
+    fs = seps[0]
+    text = "\r".join([f"MSH{seps}{fs}APP{fs}{header}"]
+                     + [f"{'OBX' if i % 2 else 'PID'}{fs}{b}" for i, b in enumerate(body)]
+                     + (["ZZZ"] if body else [])).strip()
+    ours = hl7v2.Message(text)
+    theirs = hl7.parse(text)
+    assert ours.segments == [[str(f) for f in seg] for seg in theirs]
+    assert (ours.rep, ours.comp) == (theirs.separators[2], theirs.separators[3])
+    assert [ours.unescape(v) for v in body] == [str(theirs.unescape(v)) for v in body]

@@ -1,7 +1,8 @@
 """HL7 v2.3–2.5 → FHIR R4: ADT A01/A03/A04/A08/A40 and ORU R01.
 
-Parsing uses the ``hl7`` library (python-hl7) for segmentation; field access goes through
-small helpers that never raise on absent fields, so a short segment reads as empty.
+Parsing uses the ``hl7`` library (python-hl7) for the header (see :class:`Message`); field
+access goes through small helpers that never raise on absent fields, so a short segment
+reads as empty.
 
 Mapping (HL7 v2-to-FHIR IG, simplified to what the sources send):
 - PID → Patient (PID-3 repetitions: type NI/NNKAZ/IIN → IIN, others → the source's id)
@@ -188,7 +189,7 @@ def check_header(header: Header) -> None:
                      ack="AR", hl7_error=code)
 
 
-def parse(raw: bytes) -> tuple[Header, hl7.Message]:
+def parse(raw: bytes) -> tuple[Header, Message]:
     header = read_header(raw)
     check_header(header)
     text = decode(raw, header).replace("\r\n", "\r").replace("\n", "\r").strip("\r\x0b\x1c ")
@@ -196,13 +197,12 @@ def parse(raw: bytes) -> tuple[Header, hl7.Message]:
         raise Reject("structure", "message", "control characters in the message", ack="AR",
                      hl7_error=102)
     try:
-        msg = hl7.parse(text)
+        msg = Message(text.strip())
     except Exception:  # the library raises several types on broken input
         raise Reject("structure", "MSH", "message cannot be parsed", ack="AR",
                      hl7_error=100) from None
-    for seg in msg:
-        name = str(seg[0]) if len(seg) else ""
-        if not re.fullmatch(r"[A-Z][A-Z0-9]{2}", name):
+    for fields in msg.segments:
+        if not _SEGMENT_ID.fullmatch(fields[0]):
             raise Reject("structure", "segment", "segment without a valid 3-character id",
                          ack="AE", hl7_error=100)
     return header, msg
@@ -210,24 +210,47 @@ def parse(raw: bytes) -> tuple[Header, hl7.Message]:
 
 # --- field access --------------------------------------------------------------------------
 
+_SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}")
+
+
+class Message:
+    """A message as the mapping reads it: each segment as its list of field strings.
+
+    The ``hl7`` library parses the header segment — it checks it and finds the separators
+    and the escape character there (and unescapes values with them); every segment is then
+    split on the field separator into the same field strings the library's parse of the
+    whole message gives back (a property test holds the two equal), without building its
+    repetition/component tree for every field: that tree, turned back into strings, was
+    half of the mapping's time, paid by the listener (for its ACK) and again by a worker."""
+
+    def __init__(self, text: str) -> None:
+        lines = text.split("\r")
+        self.head = hl7.parse(lines[0])  # raises on a broken header
+        fs = self.head.separators[1]
+        msh = lines[0].split(fs)
+        self.segments = [[msh[0], fs, *msh[1:]]] + [line.split(fs) for line in lines[1:]]
+        self.rep, self.comp = self.head.separators[2], self.head.separators[3]
+
+    def unescape(self, value: str) -> str:
+        return str(self.head.unescape(value))
+
 
 class Seg:
     """One segment as plain strings: ``f(n)`` field, ``reps(n)``, ``c(n, k)`` component."""
 
-    def __init__(self, msg: hl7.Message, seg: Any) -> None:
-        self.name = str(seg[0])
+    def __init__(self, msg: Message, fields: list[str]) -> None:
+        self.name = fields[0]
         self._msg = msg
-        self._fields = [str(f) for f in seg]
-        self._rep, self._comp = msg.separators[2], msg.separators[3]
+        self._fields = fields
 
     def f(self, n: int) -> str:
         return self._fields[n] if n < len(self._fields) else ""
 
     def reps(self, n: int) -> list[str]:
-        return [r for r in self.f(n).split(self._rep) if r]
+        return [r for r in self.f(n).split(self._msg.rep) if r]
 
     def comps(self, value: str) -> list[str]:
-        return [str(self._msg.unescape(c)) for c in value.split(self._comp)]
+        return [self._msg.unescape(c) for c in value.split(self._msg.comp)]
 
     def c(self, n: int, k: int = 1, rep: int = 0) -> str:
         r = self.reps(n)
@@ -237,11 +260,11 @@ class Seg:
         return parts[k - 1] if k <= len(parts) else ""
 
 
-def segments(msg: hl7.Message, name: str) -> list[Seg]:
-    return [Seg(msg, s) for s in msg if len(s) and str(s[0]) == name]
+def segments(msg: Message, name: str) -> list[Seg]:
+    return [Seg(msg, s) for s in msg.segments if s[0] == name]
 
 
-def one(msg: hl7.Message, name: str, *, required: bool = True) -> Seg | None:
+def one(msg: Message, name: str, *, required: bool = True) -> Seg | None:
     found = segments(msg, name)
     if not found:
         if required:
@@ -265,7 +288,7 @@ def map_message(raw: bytes, source_id: str) -> Mapped:
     header, msg = parse(raw)
     mtype, trigger = header.message_type
     evn = one(msg, "EVN", required=False)
-    msh = Seg(msg, msg.segment("MSH"))
+    msh = Seg(msg, msg.segments[0])
     event = (_ts(evn, 2) if evn else None) or _ts_msh(msh)
     pid = one(msg, "PID")
     assert pid is not None
@@ -468,7 +491,7 @@ _OBX_STATUS = {"F": "final", "P": "preliminary", "C": "amended", "X": "cancelled
                "R": "preliminary", "I": "registered", "D": "entered-in-error", "": "final"}
 
 
-def _results(msg: hl7.Message, source_id: str, pat_ref: dict[str, str],
+def _results(msg: Message, source_id: str, pat_ref: dict[str, str],
              event: tuple[str, datetime] | None) -> list[dict[str, Any]]:
     obrs = segments(msg, "OBR")
     if not obrs:
@@ -476,12 +499,11 @@ def _results(msg: hl7.Message, source_id: str, pat_ref: dict[str, str],
     entries: list[dict[str, Any]] = []
     # OBX segments belong to the OBR before them (ORU_R01 ORDER_OBSERVATION group).
     groups: list[tuple[Seg, list[Seg]]] = []
-    for raw_seg in msg:
-        name = str(raw_seg[0])
-        if name == "OBR":
-            groups.append((Seg(msg, raw_seg), []))
-        elif name == "OBX" and groups:
-            groups[-1][1].append(Seg(msg, raw_seg))
+    for fields in msg.segments:
+        if fields[0] == "OBR":
+            groups.append((Seg(msg, fields), []))
+        elif fields[0] == "OBX" and groups:
+            groups[-1][1].append(Seg(msg, fields))
     rep_sys = source_system(source_id, "report")
     obs_sys = source_system(source_id, "observation")
     for obr, obxs in groups:
