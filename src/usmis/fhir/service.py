@@ -87,21 +87,27 @@ def parse_etag(value: str | None) -> int | None:
 
 class Buffered(NamedTuple):
     """A written resource whose index rows wait in an :data:`IndexBuffer`; ``care``: it is
-    new and its care/consent projection waits too (for the patient ``patient_id``)."""
+    new and its care/consent projection waits too (for the patient ``patient_id``);
+    ``row``: it is new and its resource row waits too (sealed, ready to insert)."""
 
     rtype: str
     res: dict[str, Any]
     care: bool = False
     patient_id: str | None = None
+    row: dict[str, Any] | None = None
 
 
 IndexBuffer = dict[tuple[str, str], Buffered]
 
 
 def flush_index_buffer(conn: Connection, keys: Keyring, buf: IndexBuffer) -> None:
-    """Write the index rows gathered in ``buf`` (resources known to be new or whose old
-    rows were already deleted), and the projections of the new ones, and empty it."""
+    """Write what waits in ``buf`` — the rows of new resources, the index rows (of
+    resources known to be new or whose old rows were already deleted), the projections
+    of the new ones — and empty it."""
     if buf:
+        rows = [b.row for b in buf.values() if b.row is not None]
+        if rows:
+            repo.insert_current(conn, rows)
         indexing.write_index_many(conn, [(b.rtype, b.res) for b in buf.values()],
                                   partial(keys.blind_index, SEARCH_PURPOSE), replace=False)
         indexing.on_create_many(conn, [(b.rtype, b.res["id"], b.patient_id, b.res)
@@ -140,8 +146,9 @@ class FhirService:
         # written with one executemany per index table at the end (see deferred_index).
         # A caller may pass its own buffer to gather several bundles' rows and write them
         # itself (:func:`flush_index_buffer`), e.g. the ingest worker across a batch; the
-        # care projections of the resources it creates then wait there too (nothing reads
-        # them before the caller's flush: it writes as the system).
+        # care projections and the resource rows of the resources it creates then wait
+        # there too (nothing reads the projections before the caller's flush: it writes as
+        # the system; a read of a waiting resource by id writes the buffer first).
         self._index_buffer: IndexBuffer | None = index_buffer
         self._defer_care = index_buffer is not None
         self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
@@ -174,6 +181,18 @@ class FhirService:
         if self._index_buffer:
             flush_index_buffer(self.conn, self.keys, self._index_buffer)
 
+    def _rows_written(self, keys: list[tuple[str, str]] | None = None) -> None:
+        """Before a read by id (``keys``) or any other read (None) of resource rows: if a
+        row it may need still waits in the caller's buffer (see :meth:`bulk_create`),
+        write the buffer first."""
+        buf = self._index_buffer
+        if not buf or not self._defer_care:
+            return
+        waiting = (any(b.row is not None for b in buf.values()) if keys is None else
+                   any((b := buf.get(k)) is not None and b.row is not None for k in keys))
+        if waiting:
+            flush_index_buffer(self.conn, self.keys, buf)
+
     def _index(self, items: list[tuple[str, dict[str, Any]]], *, replace: bool) -> None:
         buf = self._index_buffer
         if buf is None:
@@ -182,7 +201,8 @@ class FhirService:
         for rtype, res in items:
             key = (rtype, res["id"])
             if replace:
-                buf.pop(key, None)  # its rows were never written
+                gone = buf.pop(key, None)  # its index rows were never written
+                assert gone is None or gone.row is None, "a replaced resource was written"
                 indexing.delete_index(self.conn, rtype, res["id"])
             buf[key] = Buffered(rtype, res)
 
@@ -372,6 +392,7 @@ class FhirService:
     # ---------------------------------------------------------------- read
     def read_raw(self, resource_type: str, rid: str) -> StoredVersion:
         _check_address(resource_type, rid)
+        self._rows_written([(resource_type, rid)])
         lookup = self._lookup()
         if lookup is None:
             row = repo.get_current(self.conn, resource_type, rid)
@@ -405,6 +426,7 @@ class FhirService:
 
     def vread_raw(self, resource_type: str, rid: str, vid: int) -> StoredVersion:
         _check_address(resource_type, rid)
+        self._rows_written([(resource_type, rid)])
         row = repo.get_version(self.conn, resource_type, rid, vid)
         if row is None:
             raise NotFound(
@@ -428,6 +450,7 @@ class FhirService:
 
         Authorisation of each row and one audit record for the lot.
         """
+        self._rows_written(keys)
         lookup = self._lookup()
         if lookup is None:
             fetched = repo.get_many(self.conn, keys)
@@ -456,6 +479,7 @@ class FhirService:
     ) -> Iterator[dict[str, Any]]:
         """Every live resource of a type (export, oversight extract).  Audited per batch."""
         self.access.authorize("export", resource_type)
+        self._rows_written()
         pending: list[RowMeta] = []
         for row in repo.iter_current(
             self.conn,
@@ -522,6 +546,7 @@ class FhirService:
                 expression=[f"{rtype}.id"],
             )
         expected = parse_etag(if_match)
+        self._rows_written([(rtype, rid)])
         current = repo.get_current(self.conn, rtype, rid, for_update=True)
         ts = model.now_utc()
         res = dict(res)
@@ -608,6 +633,7 @@ class FhirService:
         """Logical delete: a new version marked deleted; history stays.  None: already."""
         _check_address(resource_type, rid)
         self._check_writable(resource_type)
+        self._rows_written([(resource_type, rid)])
         current = repo.get_current(self.conn, resource_type, rid, for_update=True)
         if current is None:
             raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
@@ -657,6 +683,7 @@ class FhirService:
             self.access.authorize(action, resource_type)
         else:
             self.access.authorize(action, "*")
+        self._rows_written()
         rows, total = repo.history(
             self.conn,
             resource_type=resource_type,
@@ -687,6 +714,7 @@ class FhirService:
         operation-everything).  Resources merely referenced (practitioners…) are not
         added: they are not the patient's data and are readable on their own."""
         _check_address("Patient", patient_id)
+        self._rows_written()
         patient = repo.get_current(self.conn, "Patient", patient_id)
         if patient is None:
             raise NotFound(f"Patient/{patient_id} is not known", expression=["Patient"])
@@ -730,13 +758,15 @@ class FhirService:
             self._check_writable(rtype)
             self.access.authorize("create", rtype)
             rows.append(self._seal(res, 1, ts))
-        repo.insert_current(self.conn, rows)
         buf = self._index_buffer
         if buf is not None and self._defer_care:
+            # The caller's buffer takes the resource rows too (one insert per batch, not
+            # per bundle); a read of one of them by id writes the buffer first.
             for res, row in zip(items, rows, strict=True):
                 buf[(res["resourceType"], res["id"])] = Buffered(
-                    res["resourceType"], res, True, row["patient_id"])
+                    res["resourceType"], res, True, row["patient_id"], row)
         else:
+            repo.insert_current(self.conn, rows)
             self._index([(r["resourceType"], r) for r in items], replace=False)
             indexing.on_create_many(self.conn, [(res["resourceType"], res["id"],
                                                  row["patient_id"], res)
