@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine
@@ -198,3 +199,86 @@ def test_a_failing_batch_writes_nothing_it_was_holding(engine: Engine, settings:
             "p-direct", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
             sex="F"))
         assert repo.get_link(conn, "p-direct") is not None
+
+
+def _patient(pid: str, family: str, given: str, birth: str, sex: str, iin: str = "",
+             source: str = "his-a") -> dict[str, Any]:
+    idents = [{"system": f"https://usmis.kz/sid/source/{source}/patient", "value": pid}]
+    if iin:
+        idents.append({"system": "https://usmis.kz/sid/iin", "value": iin})
+    return {"resourceType": "Patient", "id": pid, "identifier": idents,
+            "name": [{"family": family, "given": [given]}], "birthDate": birth,
+            "gender": {"M": "male", "F": "female"}[sex]}
+
+
+def test_prefetched_candidates_are_the_ones_asked_one_by_one(
+        engine: Engine, settings: Settings) -> None:
+    """candidates_many gives each record exactly what candidates() gives it."""
+    keys = service.keyring(settings)
+    people = [make_record(f"r{i}", given=["Ержан", "Болат", "Дана"][i % 3],
+                          surname=["Тестов", "Сейтов"][i % 2], birth_date=f"19{60 + i % 4}-01-01",
+                          sex="M" if i % 3 < 2 else "F") for i in range(24)]
+    with transaction(engine) as conn:
+        for i, r in enumerate(people):
+            index(conn, settings, r, f"person-{i}")
+        asked = {r.key: service.hashed_keys(keys, r) for r in people[::3]}
+        asked["nobody"] = ["0" * 32]
+        many = repo.candidates_many(conn, asked, limit=5)
+        for rec, ks in asked.items():
+            assert [tuple(row)[1:] for row in many[rec]] == \
+                [tuple(row) for row in repo.candidates(conn, ks, limit=5)]
+        assert many["nobody"] == []
+        assert any(len(v) == 5 for v in many.values())  # the limit did bite
+
+
+def test_a_batch_with_prefetched_candidates_links_as_one_by_one(
+        engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's new Patients' candidates come from one lookup at its start, except
+    where the batch itself changed them: a record sharing keys with an earlier one of
+    the batch, or whose candidate the batch refreshed.  Either way the persons and the
+    methods are the ones linking one record at a time gives."""
+    iin = make_iin(date(1985, 3, 14), "F")
+    before = [_patient("old-1", "Нұрланова", "Айгерім", "1985-03-14", "F", iin),
+              _patient("old-2", "Бұрынғы", "Дана", "1970-07-07", "F")]
+    batch = [
+        _patient("b-1", "Nurlanova", "Aigerim", "1985-03-14", "F", iin, "his-b"),  # old-1
+        _patient("b-2", "Тестов", "Ержан", "1960-01-01", "M"),  # a stranger
+        _patient("b-3", "Testov", "Erzhan", "1960-01-01", "M", source="his-b"),  # b-2
+        _patient("old-2", "Бұрынғы", "Дана", "1970-07-07", "F"),  # refreshed (existing)
+        _patient("b-4", "Burynghy", "Dana", "1970-07-07", "F", source="his-b"),  # old-2
+        _patient("b-5", "Соңғы", "Болат", "1999-09-09", "M"),  # a stranger
+    ]
+    with transaction(engine) as conn:
+        for res in before:
+            service.link_source_patient(conn, settings, res["id"], resource=res)
+    asked: list[str] = []
+    real = repo.candidates
+
+    def counted(conn: Connection, keys: Any, **kw: Any) -> list[Any]:
+        asked.append("x")
+        return real(conn, keys, **kw)
+
+    monkeypatch.setattr(repo, "candidates", counted)
+
+    def run(prefetch: bool) -> tuple[set[frozenset[str]], list[str]]:
+        with engine.connect() as conn, conn.begin() as tx:
+            ids = [r["id"] for r in batch]
+            with service.batched(conn, ids, settings=settings if prefetch else None,
+                                 resources={r["id"]: r for r in batch}):
+                persons = [service.link_source_patient(conn, settings, r["id"], resource=r)
+                           for r in batch]
+            methods = [repo.get_link(conn, r["id"]).method for r in batch]
+            tx.rollback()
+        groups: dict[str, set[str]] = {}
+        for r, p in zip(batch, persons, strict=True):
+            groups.setdefault(p, set()).add(r["id"])
+        return {frozenset(g) for g in groups.values()}, methods
+
+    one_by_one = run(prefetch=False)
+    asked_one_by_one, asked[:] = len(asked), []
+    assert run(prefetch=True) == one_by_one
+    assert {frozenset({"b-1"}), frozenset({"b-2", "b-3"}), frozenset({"old-2", "b-4"}),
+            frozenset({"b-5"})} == one_by_one[0]
+    # b-1 and b-5 took the prefetched rows; b-3 (keys of b-2) and b-4 (old-2 refreshed)
+    # asked again.
+    assert (asked_one_by_one, len(asked)) == (5, 2)

@@ -235,7 +235,10 @@ class Pipeline:
         runs it message by message)."""
         linked: set[str] = set()
         ids = [p for _, _, patients in items for p in patients]
-        batch = self.link_batch(conn, ids) if self.link_batch else contextlib.nullcontext()
+        # (The index looks up the candidates of the batch's new Patients together.)
+        batch = (self.link_batch(conn, ids, settings=self.settings,
+                                 resources=self._stored_patients)
+                 if self.link_batch else contextlib.nullcontext())
         try:
             with batch:  # the index writes new persons' rows together (mpi.service.batched)
                 for row, mapped, patients in items:

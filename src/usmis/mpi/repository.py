@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Connection,
     Row,
@@ -180,6 +181,44 @@ def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_
         return []
     with planned_per_call(conn):
         return list(conn.execute(_candidates_stmt(limit), {"keys": sorted(set(keys))}).all())
+
+
+# The candidates of many records in one statement (ingest's batch): each record's rows as
+# candidates() gives them — its ``limit`` records sharing most keys, best first.
+_CANDIDATES_MANY = """
+WITH q AS ({pairs}),
+r AS (SELECT q.rec, b.patient_id, count(*) AS shared, row_number() OVER (
+          PARTITION BY q.rec ORDER BY count(*) DESC, b.patient_id) AS n
+      FROM q JOIN mpi_block b ON b.key = q.key GROUP BY q.rec, b.patient_id)
+SELECT r.rec, l.patient_id, l.person_key, l.kek_id, l.dek, l.profile
+FROM r JOIN mpi_link l ON l.patient_id = r.patient_id
+WHERE r.n <= :limit ORDER BY r.rec, r.shared DESC, l.patient_id
+"""
+_PAIRS = {
+    "postgresql": "SELECT * FROM unnest(CAST(:recs AS VARCHAR[]), CAST(:keys AS VARCHAR[]))"
+                  " AS q(rec, key)",
+    "sqlite": "SELECT json_extract(value, '$[0]') AS rec, json_extract(value, '$[1]') AS key"
+              " FROM json_each(:pairs)",
+}
+
+
+def candidates_many(conn: Connection, keys_of: dict[str, Sequence[str]], *,
+                    limit: int = CANDIDATE_LIMIT) -> dict[str, list[Any]]:
+    """:func:`candidates` of each record (record key → its hashed blocking keys)."""
+    pairs = [(rec, k) for rec, ks in keys_of.items() for k in sorted(set(ks))]
+    out: dict[str, list[Any]] = {rec: [] for rec in keys_of}
+    if not pairs:
+        return out
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        params: dict[str, Any] = {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
+    else:
+        params = {"pairs": orjson.dumps(pairs).decode()}
+    stmt = text(_CANDIDATES_MANY.format(pairs=_PAIRS.get(dialect, _PAIRS["sqlite"])))
+    with planned_per_call(conn):
+        for row in conn.execute(stmt, {**params, "limit": limit}):
+            out[row.rec].append(row)
+    return out
 
 
 def profiles(conn: Connection, patient_ids: Sequence[str]) -> list[Any]:

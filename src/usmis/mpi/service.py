@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,25 +117,60 @@ class _Pending:
     block_keys: set[str] = field(default_factory=set)
     locked: bool = False  # the linking lock is held by this transaction
     unlinked: set[str] = field(default_factory=set)  # announced records known to have no link
+    # Candidate rows of the announced new records, looked up together when the batch began
+    # (under the linking lock), and what the batch changed since: the blocking keys it
+    # wrote (or is holding), the records it (re)linked, whether it merged persons.
+    prefetched: dict[str, list[Any]] = field(default_factory=dict)
+    touched_keys: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)
+    stale: bool = False
+
+    def candidate_rows(self, record_key: str, block_keys: Sequence[str]) -> list[Any] | None:
+        """The rows the candidate lookup would return now, if the ones prefetched still
+        are: no key of the record was written since, no record among them was relinked
+        or refreshed since, and no persons were merged.  Else None (ask the database)."""
+        rows = self.prefetched.pop(record_key, None)
+        if rows is None or self.stale or not self.touched_keys.isdisjoint(block_keys) or \
+                any(r.patient_id in self.touched for r in rows):
+            return None
+        return rows
+
+    def wrote(self, record_key: str, block_keys: Sequence[str]) -> None:
+        self.touched.add(record_key)
+        self.touched_keys.update(block_keys)
 
 
 _PENDING = "usmis.mpi.pending"
 
 
 @contextmanager
-def batched(conn: Connection, patient_ids: Sequence[str] = ()) -> Iterator[None]:
+def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
+            settings: Settings | None = None,
+            resources: Mapping[str, dict[str, Any]] | None = None) -> Iterator[None]:
     """Link many records in one transaction (ingest's batch) with fewer round trips: the
     linking lock is taken once; which of the announced ``patient_ids`` already have a
-    link is asked once; and the rows of records that simply get a new person wait in
-    memory and are written in one statement per table — before any lookup that could
-    need them (a later record of the batch sharing a blocking key, or naming a waiting
-    record), before any other link write, and at the end.  On an exception nothing
-    waiting is written (the caller's transaction rolls back)."""
+    link is asked once; the candidates of those that have none, if their Patients are
+    given (``resources`` by id, with ``settings``), are looked up in one statement; and
+    the rows of records that simply get a new person wait in memory and are written in
+    one statement per table — before any lookup that could need them (a later record of
+    the batch sharing a blocking key, or naming a waiting record), before any other link
+    write, and at the end.  On an exception nothing waiting is written (the caller's
+    transaction rolls back)."""
     if _PENDING in conn.info:
         yield
         return
     ids = set(patient_ids)
-    conn.info[_PENDING] = _Pending(unlinked=ids - repo.linked_patients(conn, sorted(ids)))
+    pending = _Pending(unlinked=ids - repo.linked_patients(conn, sorted(ids)))
+    wanted = {pid: res for pid, res in (resources or {}).items()
+              if pid in pending.unlinked and not res.get("link")}
+    if settings is not None and wanted:
+        keys = keyring(settings)
+        repo.lock_linking(conn)  # what is read now stays true but for the batch's writes
+        pending.locked = True
+        pending.prefetched = repo.candidates_many(conn, {
+            pid: sorted(set(hashed_keys(keys, record_from_patient(pid, res))))
+            for pid, res in wanted.items()})
+    conn.info[_PENDING] = pending
     try:
         yield
         _flush(conn)
@@ -207,7 +242,10 @@ def score_candidates(
     model = model or current_model(conn)
     if block_keys is None:
         block_keys = hashed_keys(keys, record)
-    rows = repo.candidates(conn, block_keys)
+    pending: _Pending | None = conn.info.get(_PENDING)
+    rows = pending.candidate_rows(record.key, block_keys) if pending is not None else None
+    if rows is None:
+        rows = repo.candidates(conn, block_keys)
     best: dict[str, Candidate] = {}
     for row in rows:
         if row.patient_id == record.key or row.profile is None:
@@ -266,6 +304,8 @@ def link_record(
     if existing is not None:
         repo.update_link(conn, record.key, updated_at=now, source_id=record.source_id, **sealed)
         repo.replace_block_keys(conn, record.key, block_keys)
+        if pending is not None:
+            pending.wrote(record.key, block_keys)
         return LinkOutcome(existing.person_key, "existing", existing.score)
 
     # Two workers linking two records of one new person at once would each find no
@@ -316,6 +356,8 @@ def link_record(
         "actor": actor,
         "at": now,
     }
+    if pending is not None:
+        pending.wrote(record.key, block_keys)
     if pending is not None and outcome.method == "new" and not reviews:
         # A new person and nothing else: its rows wait for the batch's statements.
         pending.persons.append({"person_key": outcome.person_key, "status": "active",
@@ -554,6 +596,9 @@ def _move(
         )
     repo.move_links(conn, moved, person_key, method=method, score=None, actor=actor, updated_at=now)
     repo.insert_events(conn, events)
+    pending: _Pending | None = conn.info.get(_PENDING)
+    if pending is not None and moved:
+        pending.stale = True  # the persons of prefetched candidates may have changed
     return op
 
 
