@@ -101,3 +101,20 @@ def test_duplicates_still_refuse_a_conditional_update(engine: Any, keys: Keyring
         with pytest.raises(BadRequest):
             svc.transaction({"resourceType": "Bundle", "type": "transaction",
                              "entry": [_put("d1"), _put("d9")]})
+
+
+def test_matched_creates_answer_their_location_unread_when_asked(engine: Any, keys: Keyring
+                                                                 ) -> None:
+    """The ingest worker needs only where a matched conditional create went."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": _patient("lean-1"), "request": {
+            "method": "POST", "url": "Patient", "ifNoneExist": f"identifier={SRC}|lean-1"}}]}
+    with unit_of_work(engine, write=True) as conn:
+        first = FhirService(conn, keys).transaction(bundle)["entry"][0]["response"]
+    rid = first["location"].split("/")[1]
+    with unit_of_work(engine, write=True) as conn:
+        read = FhirService(conn, keys).transaction(bundle)["entry"][0]["response"]
+        lean = FhirService(conn, keys).transaction(bundle, read_matched=False)
+    assert read["status"].startswith("200")
+    assert read["location"] == f"Patient/{rid}/_history/1"
+    assert lean["entry"][0]["response"] == {"status": "200 OK", "location": f"Patient/{rid}"}

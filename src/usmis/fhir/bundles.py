@@ -129,9 +129,14 @@ def _with_path(exc: UsmisError, path: str) -> UsmisError:
 
 
 def run_transaction(
-    svc: FhirService, bundle: Any, *, return_resources: bool = False
+    svc: FhirService, bundle: Any, *, return_resources: bool = False,
+    read_matched: bool = True,
 ) -> dict[str, Any]:
-    """All entries or none: any error raises, and the boundary rolls back."""
+    """All entries or none: any error raises, and the boundary rolls back.
+
+    ``read_matched=False``: a conditional create that found its resource answers with its
+    location only (``Type/id``, no version), unread — for a caller that needs no more
+    (the ingest worker, writing as the system)."""
     raw = _check_bundle(bundle, "transaction")
     entries = [_parse_entry(i, e) for i, e in enumerate(raw)]
     refmap: dict[str, str] = {}
@@ -143,7 +148,7 @@ def run_transaction(
     # 3. Execute in the order the spec prescribes; creates go in one bulk insert, and the
     #    index rows of all writes in one insert per index table at the end.
     with svc.deferred_index():
-        _execute(svc, entries, return_resources)
+        _execute(svc, entries, return_resources, read_matched)
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",
@@ -242,7 +247,8 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
 
 
 
-def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) -> None:
+def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool,
+             read_matched: bool = True) -> None:
     creates: list[_Entry] = []
     matched: list[_Entry] = []
     for e in sorted(entries, key=lambda x: (_ORDER[x.method], x.index)):
@@ -281,8 +287,12 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool) ->
             raise _with_path(exc, e.path) from None
     if creates:
         _flush_creates(svc, creates, return_resources)
-    if matched:
+    if matched and read_matched:
         _answer_matched(svc, matched)
+    elif matched:
+        for e in matched:
+            e.response = {"response": {"status": "200 OK",
+                                       "location": f"{e.resource_type}/{e.target_id}"}}
 
 
 def _answer_matched(svc: FhirService, matched: list[_Entry]) -> None:

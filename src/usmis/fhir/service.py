@@ -105,14 +105,22 @@ def flush_index_buffer(conn: Connection, keys: Keyring, buf: IndexBuffer) -> Non
     resources known to be new or whose old rows were already deleted), the projections
     of the new ones — and empty it."""
     if buf:
-        rows = [b.row for b in buf.values() if b.row is not None]
-        if rows:
-            repo.insert_current(conn, rows)
+        _write_rows(conn, buf)
         indexing.write_index_many(conn, [(b.rtype, b.res) for b in buf.values()],
                                   partial(keys.blind_index, SEARCH_PURPOSE), replace=False)
         indexing.on_create_many(conn, [(b.rtype, b.res["id"], b.patient_id, b.res)
                                        for b in buf.values() if b.care])
         buf.clear()
+
+
+def _write_rows(conn: Connection, buf: IndexBuffer) -> None:
+    """Insert the resource rows waiting in ``buf`` (their index rows wait on)."""
+    rows = [b.row for b in buf.values() if b.row is not None]
+    if rows:
+        repo.insert_current(conn, rows)
+        for key, b in buf.items():
+            if b.row is not None:
+                buf[key] = b._replace(row=None)
 
 
 class FhirService:
@@ -184,14 +192,14 @@ class FhirService:
     def _rows_written(self, keys: list[tuple[str, str]] | None = None) -> None:
         """Before a read by id (``keys``) or any other read (None) of resource rows: if a
         row it may need still waits in the caller's buffer (see :meth:`bulk_create`),
-        write the buffer first."""
+        write the waiting rows first."""
         buf = self._index_buffer
         if not buf or not self._defer_care:
             return
         waiting = (any(b.row is not None for b in buf.values()) if keys is None else
                    any((b := buf.get(k)) is not None and b.row is not None for k in keys))
         if waiting:
-            flush_index_buffer(self.conn, self.keys, buf)
+            _write_rows(self.conn, buf)
 
     def _index(self, items: list[tuple[str, dict[str, Any]]], *, replace: bool) -> None:
         buf = self._index_buffer
@@ -202,7 +210,7 @@ class FhirService:
             key = (rtype, res["id"])
             if replace:
                 gone = buf.pop(key, None)  # its index rows were never written
-                assert gone is None or gone.row is None, "a replaced resource was written"
+                assert gone is None or gone.row is None, "a replaced resource's row waits"
                 indexing.delete_index(self.conn, rtype, res["id"])
             buf[key] = Buffered(rtype, res)
 
@@ -735,10 +743,10 @@ class FhirService:
         return [self._stored(r) for r in rows], total
 
     # ---------------------------------------------------------------- bundles
-    def transaction(self, bundle: Any) -> dict[str, Any]:
+    def transaction(self, bundle: Any, *, read_matched: bool = True) -> dict[str, Any]:
         from usmis.fhir.bundles import run_transaction
 
-        return run_transaction(self, bundle)
+        return run_transaction(self, bundle, read_matched=read_matched)
 
     def batch(self, bundle: Any) -> dict[str, Any]:
         from usmis.fhir.bundles import run_batch

@@ -349,7 +349,7 @@ class Pipeline:
             entries.append(_provenance(row, mapped, targets))
         svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id),
                           index_buffer=buf, held_locks=self._held, known_ids=self._known)
-        response = svc.transaction(bundle)
+        response = svc.transaction(bundle, read_matched=False)  # only locations needed
         written = 0
         patients: list[str] = []
         learned = self._learned(entries, response["entry"])
