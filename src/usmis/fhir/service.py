@@ -156,9 +156,9 @@ class FhirService:
         # itself (:func:`flush_index_buffer`), e.g. the ingest worker across a batch; the
         # care projections and the resource rows of the resources it creates then wait
         # there too (nothing reads the projections before the caller's flush: it writes as
-        # the system; a read of a waiting resource by id writes the buffer first).
+        # the system; a read of a waiting resource by id writes its row first).
         self._index_buffer: IndexBuffer | None = index_buffer
-        self._defer_care = index_buffer is not None
+        self._callers_buffer = index_buffer is not None  # new rows wait there too
         self._prefetched: dict[tuple[str, str], list[str]] | None = None  # see prefetch_ids
         self._locked: set[str] = set()
         self._held = held_locks
@@ -194,7 +194,7 @@ class FhirService:
         row it may need still waits in the caller's buffer (see :meth:`bulk_create`),
         write the waiting rows first."""
         buf = self._index_buffer
-        if not buf or not self._defer_care:
+        if not buf or not self._callers_buffer:
             return
         waiting = (any(b.row is not None for b in buf.values()) if keys is None else
                    any((b := buf.get(k)) is not None and b.row is not None for k in keys))
@@ -767,9 +767,9 @@ class FhirService:
             self.access.authorize("create", rtype)
             rows.append(self._seal(res, 1, ts))
         buf = self._index_buffer
-        if buf is not None and self._defer_care:
+        if buf is not None and self._callers_buffer:
             # The caller's buffer takes the resource rows too (one insert per batch, not
-            # per bundle); a read of one of them by id writes the buffer first.
+            # per bundle); a read of one of them by id writes the waiting rows first.
             for res, row in zip(items, rows, strict=True):
                 buf[(res["resourceType"], res["id"])] = Buffered(
                     res["resourceType"], res, True, row["patient_id"], row)

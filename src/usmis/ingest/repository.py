@@ -75,17 +75,17 @@ def set_source_enabled(conn: Connection, source_id: str, enabled: bool) -> bool:
 
 
 # What inbox.receive writes for a message (the rest of the row starts empty or zero).
-MESSAGE_COLUMNS = ("source_id", "channel", "format", "message_id", "content", "kek_id", "dek",
-                   "content_hash", "context", "event_time", "received_at", "status",
-                   "iin_status")
+_MESSAGE_COLUMNS = ("source_id", "channel", "format", "message_id", "content", "kek_id",
+                    "dek", "content_hash", "context", "event_time", "received_at", "status",
+                    "iin_status")
 
 
 def _insert_message_statement(mod: Any) -> FastStatement:
-    # Built once: a statement made per call from its values (and its SQL converted again
-    # by the driver each time) cost the channels most of their time per message.
+    # Built once: a statement made per call from its values (its SQL then converted again
+    # by the driver each time) was most of a channel's time per message.
     return FastStatement(
         mod.insert(t.inbox)
-        .values({**{c: bindparam(c, type_=t.inbox.c[c].type) for c in MESSAGE_COLUMNS},
+        .values({**{c: bindparam(c, type_=t.inbox.c[c].type) for c in _MESSAGE_COLUMNS},
                  "attempts": 0, "duplicates": 0})
         .on_conflict_do_update(index_elements=["source_id", "content_hash"],
                                set_={"duplicates": t.inbox.c.duplicates + 1})
@@ -97,7 +97,7 @@ _INSERT_MESSAGE = {"postgresql": _insert_message_statement(postgresql),
 
 
 def insert_message(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]:
-    """Insert one message (``values``: the :data:`MESSAGE_COLUMNS`); an identical one (same
+    """Insert one message (``values``: its ``_MESSAGE_COLUMNS``); an identical one (same
     source, same hash) only counts a duplicate.
 
     Returns (inbox id, True if new).
@@ -199,6 +199,12 @@ def replace_content(conn: Connection, inbox_id: int, *, content_hash: str, conte
 def inbox_counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(t.inbox.c.status, func.count()).group_by(t.inbox.c.status))
     return {r[0]: int(r[1]) for r in rows}
+
+
+def pending_count(conn: Connection) -> int:
+    """Messages waiting for a worker (a range of the status index, not the whole inbox)."""
+    return int(conn.execute(select(func.count()).select_from(t.inbox)
+                            .where(t.inbox.c.status == "pending")).scalar_one())
 
 
 # --- files ---------------------------------------------------------------------------------

@@ -60,8 +60,13 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
+    # No JIT compilation: it pays off for long analytic queries, not for these short ones,
+    # whose cost estimates still pass its threshold as tables grow (measured at 20,000
+    # people: 195 ms compiling a 5 ms patient-index lookup).
+    connect_args = {"options": "-c jit=off", **kwargs.pop("connect_args", {})}
     engine = create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **kwargs
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        connect_args=connect_args, **kwargs
     )
 
     @event.listens_for(engine, "checkin")

@@ -184,21 +184,33 @@ def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_
 
 
 # The candidates of many records in one statement (ingest's batch): each record's rows as
-# candidates() gives them — its ``limit`` records sharing most keys, best first.
-_CANDIDATES_MANY = """
-WITH q AS ({pairs}),
+# candidates() gives them — its ``limit`` records sharing most keys, best first.  On
+# PostgreSQL a LATERAL subquery per record, the single-record query's own shape (a top-N
+# per record; one ranking of every record's groups together spilled to disk once the
+# blocks had grown); SQLite has no LATERAL: a window over the groups.
+_CANDIDATES_MANY = {
+    "postgresql": """
+WITH g AS (SELECT rec, array_agg(key) AS ks
+           FROM unnest(CAST(:recs AS VARCHAR[]), CAST(:keys AS VARCHAR[])) AS q(rec, key)
+           GROUP BY rec)
+SELECT g.rec, l.patient_id, l.person_key, l.kek_id, l.dek, l.profile
+FROM g CROSS JOIN LATERAL (
+    SELECT b.patient_id, count(*) AS shared FROM mpi_block b WHERE b.key = ANY(g.ks)
+    GROUP BY b.patient_id ORDER BY count(*) DESC, b.patient_id LIMIT :limit) r
+CROSS JOIN LATERAL (
+    SELECT * FROM mpi_link WHERE mpi_link.patient_id = r.patient_id) l
+ORDER BY g.rec, r.shared DESC, l.patient_id
+""",
+    "sqlite": """
+WITH q AS (SELECT json_extract(value, '$[0]') AS rec, json_extract(value, '$[1]') AS key
+           FROM json_each(:pairs)),
 r AS (SELECT q.rec, b.patient_id, count(*) AS shared, row_number() OVER (
           PARTITION BY q.rec ORDER BY count(*) DESC, b.patient_id) AS n
       FROM q JOIN mpi_block b ON b.key = q.key GROUP BY q.rec, b.patient_id)
 SELECT r.rec, l.patient_id, l.person_key, l.kek_id, l.dek, l.profile
 FROM r JOIN mpi_link l ON l.patient_id = r.patient_id
 WHERE r.n <= :limit ORDER BY r.rec, r.shared DESC, l.patient_id
-"""
-_PAIRS = {
-    "postgresql": "SELECT * FROM unnest(CAST(:recs AS VARCHAR[]), CAST(:keys AS VARCHAR[]))"
-                  " AS q(rec, key)",
-    "sqlite": "SELECT json_extract(value, '$[0]') AS rec, json_extract(value, '$[1]') AS key"
-              " FROM json_each(:pairs)",
+""",
 }
 
 
@@ -214,7 +226,7 @@ def candidates_many(conn: Connection, keys_of: dict[str, Sequence[str]], *,
         params: dict[str, Any] = {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
     else:
         params = {"pairs": orjson.dumps(pairs).decode()}
-    stmt = text(_CANDIDATES_MANY.format(pairs=_PAIRS.get(dialect, _PAIRS["sqlite"])))
+    stmt = text(_CANDIDATES_MANY["postgresql" if dialect == "postgresql" else "sqlite"])
     with planned_per_call(conn):
         for row in conn.execute(stmt, {**params, "limit": limit}):
             out[row.rec].append(row)
