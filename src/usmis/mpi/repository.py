@@ -221,12 +221,12 @@ def candidates_many(conn: Connection, keys_of: dict[str, Sequence[str]], *,
     out: dict[str, list[Any]] = {rec: [] for rec in keys_of}
     if not pairs:
         return out
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
+    if conn.dialect.name == "postgresql":
+        stmt = text(_CANDIDATES_MANY["postgresql"])
         params: dict[str, Any] = {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
     else:
+        stmt = text(_CANDIDATES_MANY["sqlite"])
         params = {"pairs": orjson.dumps(pairs).decode()}
-    stmt = text(_CANDIDATES_MANY["postgresql" if dialect == "postgresql" else "sqlite"])
     with planned_per_call(conn):
         for row in conn.execute(stmt, {**params, "limit": limit}):
             out[row.rec].append(row)

@@ -121,6 +121,7 @@ class _Pending:
     # (under the linking lock), and what the batch changed since: the blocking keys it
     # wrote (or is holding), the records it (re)linked, whether it merged persons.
     prefetched: dict[str, list[Any]] = field(default_factory=dict)
+    hashed: dict[str, tuple[MatchRecord, list[str]]] = field(default_factory=dict)  # their keys
     touched_keys: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)
     stale: bool = False
@@ -165,11 +166,13 @@ def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
               if pid in pending.unlinked and not res.get("link")}
     if settings is not None and wanted:
         keys = keyring(settings)
+        for pid, res in wanted.items():
+            record = record_from_patient(pid, res)
+            pending.hashed[pid] = (record, sorted(set(hashed_keys(keys, record))))
         repo.lock_linking(conn)  # what is read now stays true but for the batch's writes
         pending.locked = True
-        pending.prefetched = repo.candidates_many(conn, {
-            pid: sorted(set(hashed_keys(keys, record_from_patient(pid, res))))
-            for pid, res in wanted.items()})
+        pending.prefetched = repo.candidates_many(
+            conn, {pid: ks for pid, (_, ks) in pending.hashed.items()})
     conn.info[_PENDING] = pending
     try:
         yield
@@ -289,8 +292,11 @@ def link_record(
     keys = keyring(settings)
     now = _now()
     sealed = seal_profile(keys, record)
-    block_keys = sorted(set(hashed_keys(keys, record)))
     pending: _Pending | None = conn.info.get(_PENDING)
+    known = pending.hashed.pop(record.key, None) if pending is not None else None
+    # The keys hashed for the batch's prefetch, if this is the record they were made of.
+    block_keys = known[1] if known and known[0] == record else sorted(
+        set(hashed_keys(keys, record)))
     if pending is not None and (record.key in pending.patients or prefer_person
                                 or not pending.block_keys.isdisjoint(block_keys)):
         _flush(conn)  # what follows must see the waiting rows
