@@ -195,7 +195,7 @@ def test_conditional_creates_that_find_their_resources_answer_with_their_version
     first = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
                                        "entry": [entry("m1"), entry("m2"), entry("m3")]})
     ids = [e["response"]["location"].split("/")[1] for e in first.json()["entry"]]
-    updated = client.get(f"/fhir/Patient/{ids[1]}").json()
+    updated = {**client.get(f"/fhir/Patient/{ids[1]}").json(), "active": False}
     assert client.put(f"/fhir/Patient/{ids[1]}", json=updated).status_code == 200
     assert client.delete(f"/fhir/Patient/{ids[2]}").status_code in (200, 204)
     again = client.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",

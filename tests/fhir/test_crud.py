@@ -95,3 +95,26 @@ def test_auth_required_except_metadata(client: TestClient) -> None:
     assert r.json()["fhirVersion"] == "4.0.1"
     assert anon.get("/health").status_code == 200
     assert anon.get("/ready").status_code == 200
+
+
+def test_an_update_that_changes_nothing_makes_no_version(client: TestClient) -> None:
+    """A PUT of the content already stored (meta's versionId/lastUpdated aside, keys in any
+    order) answers 200 with the current version and writes no new one; a change does."""
+    pat = client.post("/fhir/Patient", json=make_patient()).json()
+    pid = pat["id"]
+    reordered = dict(reversed(list(pat.items())))
+    reordered["meta"] = {"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z"}
+    r = client.put(f"/fhir/Patient/{pid}", json=reordered, headers={"If-Match": 'W/"1"'})
+    assert r.status_code == 200, r.text
+    assert r.headers["ETag"] == 'W/"1"'
+    assert r.json()["meta"] == pat["meta"]
+    assert client.get(f"/fhir/Patient/{pid}/_history").json()["total"] == 1
+    r = client.get(f"/fhir/Patient?identifier={pat['identifier'][0]['system']}|"
+                   f"{pat['identifier'][0]['value']}")
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [pid]  # index rows kept
+    r = client.put(f"/fhir/Patient/{pid}", json={**pat, "meta": {"tag": [
+        {"system": "urn:t", "code": "x"}]}})
+    assert r.json()["meta"]["versionId"] == "2"  # a new tag is a change
+    r = client.put(f"/fhir/Patient/{pid}", json={**pat, "gender": "other"})
+    assert r.json()["meta"]["versionId"] == "3"
+    assert client.get(f"/fhir/Patient/{pid}/_history").json()["total"] == 3

@@ -62,7 +62,7 @@ def test_bundle_lookups_match_the_generic_search(engine: Any, keys: Keyring) -> 
         ]})
         locs = [e["response"].get("location", "") for e in out["entry"][:3]]
         assert [x.split("/")[1] for x in locs[:2]] == ids
-        assert [x.split("/")[3] for x in locs] == ["2", "2", "1"]
+        assert [x.split("/")[3] for x in locs] == ["2", "1", "1"]  # f2 as it was: no version
         found = out["entry"][3]["resource"]
         assert found["total"] == 1
         assert found["entry"][0]["resource"]["id"] == locs[2].split("/")[1]

@@ -113,3 +113,28 @@ def test_history_since_and_paging(client: TestClient) -> None:
     assert client.get("/fhir/_history", params={"_since": "2099-01-01T00:00:00Z"}).json()[
         "total"] == 0
     assert client.get("/fhir/_history", params={"_since": "yesterday"}).status_code == 400
+
+
+def test_the_same_content_from_another_source_is_a_new_version(engine: Any, keys: Keyring
+                                                             ) -> None:
+    """No-op updates are per writer: the row records which source wrote the version."""
+    from usmis.fhir.context import SystemAccess
+
+    with unit_of_work(engine, write=True) as conn:
+        first = FhirService(conn, keys, SystemAccess(source_id="s1"))
+        pid = first.create(make_patient()).resource["id"]
+        same = first.read("Patient", pid)
+        assert first.update("Patient", pid, same).version_id == 1
+        assert first.unchanged == {("Patient", pid)}
+        other = FhirService(conn, keys, SystemAccess(source_id="s2"))
+        assert other.update("Patient", pid, same).version_id == 2
+        assert other.unchanged == set()
+        assert repo_source(conn, pid) == "s2"
+
+
+def repo_source(conn: Any, pid: str) -> str:
+    from usmis.fhir import repository as repo
+
+    row = repo.get_current(conn, "Patient", pid)
+    assert row is not None
+    return str(row.source_id)

@@ -82,6 +82,39 @@ def test_replaying_the_same_record_changes_nothing(
     assert _count(engine, "Condition") == 1
 
 
+def test_a_record_sent_again_unchanged_makes_no_version_and_is_not_relinked(
+    hl7_sources: dict[str, str], engine: Engine, settings: Settings
+) -> None:
+    """Each message re-sends its Patient: as it was, the store makes no new version and
+    the patient index leaves its link as it was (in the first message's batch and in a
+    later one); a change makes a version and refreshes the link's profile."""
+    iin = make_iin()
+
+    def state() -> tuple[int, Any, int]:
+        with engine.connect() as c:
+            version = c.execute(select(ft.resource.c.version_id).where(
+                ft.resource.c.resource_type == "Patient")).scalar_one()
+            updated = c.execute(select(mpi_tables.link.c.updated_at)).scalar_one()
+            events = c.execute(select(func.count()).select_from(
+                mpi_tables.link_event)).scalar_one()
+        return version, updated, events
+
+    _put(engine, settings, make_adt(control="A1", iin=iin, visit="V1"))
+    _put(engine, settings, make_adt(control="A2", iin=iin, visit="V2"))
+    assert Pipeline(settings, engine).drain().done == 2
+    first = state()
+    assert first[0] == 1
+    _put(engine, settings, make_adt(control="A3", iin=iin, visit="V3"))
+    assert Pipeline(settings, engine).drain().done == 1
+    assert state() == first
+    assert _count(engine, "Encounter") == 3
+    _put(engine, settings, make_adt(control="A4", iin=iin, visit="V4", family="Другой"))
+    Pipeline(settings, engine).drain()
+    version, updated, events = state()
+    assert (version, events) == (2, first[2])
+    assert updated > first[1]
+
+
 def test_later_update_wins_even_if_it_arrives_first(
     hl7_sources: dict[str, str], engine: Engine, settings: Settings
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -118,6 +119,29 @@ def test_relinking_a_stored_patient_is_idempotent(engine: Engine, settings: Sett
     with transaction(engine) as conn:
         assert service.link_source_patient(conn, settings, pid) == person
         assert len(service.history(conn, pid)) == 1
+
+
+def test_an_unchanged_patient_is_linked_only_when_it_has_no_link(
+    engine: Engine, settings: Settings
+) -> None:
+    from usmis.mpi import repository as repo
+
+    with transaction(engine) as conn:
+        pid = FhirService(conn, keyring(settings)).create(patient("register", "1"))\
+            .resource["id"]
+        with service.batched(conn, [pid]):  # announced, known to have no link: linked
+            service.link_unless_linked(conn, settings, pid)
+        link = repo.get_link(conn, pid)
+        assert link is not None
+    for batch in (True, False):  # linked: left as it was (profile not even rewritten)
+        with transaction(engine) as conn:
+            with service.batched(conn, [pid]) if batch else contextlib.nullcontext():
+                service.link_unless_linked(conn, settings, pid)
+            assert repo.get_link(conn, pid) == link
+    with transaction(engine) as conn:
+        other = FhirService(conn, keyring(settings)).create(patient("his", "2")).resource["id"]
+        service.link_unless_linked(conn, settings, other)  # not announced: asked, linked
+        assert service.person_of(conn, other) == link.person_key
 
 
 def test_unlink_merge_split_revert_and_the_record_follows(

@@ -113,6 +113,15 @@ def flush_index_buffer(conn: Connection, keys: Keyring, buf: IndexBuffer) -> Non
         buf.clear()
 
 
+def _content(res: dict[str, Any]) -> bytes:
+    """A resource as sorted JSON without the two meta elements the store sets itself."""
+    meta = res.get("meta")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        res = {k: v for k, v in res.items() if k != "meta"} | ({"meta": meta} if meta else {})
+    return orjson.dumps(res, option=orjson.OPT_SORT_KEYS)
+
+
 def _write_rows(conn: Connection, buf: IndexBuffer) -> None:
     """Insert the resource rows waiting in ``buf`` (their index rows wait on)."""
     rows = [b.row for b in buf.values() if b.row is not None]
@@ -163,6 +172,8 @@ class FhirService:
         self._locked: set[str] = set()
         self._held = held_locks
         self._known = known_ids
+        # (type, id) of the updates that found the resource as it was: no version was made.
+        self.unchanged: set[tuple[str, str]] = set()
 
     # ---------------------------------------------------------------- index writes
     @contextmanager
@@ -256,6 +267,16 @@ class FhirService:
             "dek": sealed.dek,
             "body": sealed.ciphertext,
         }
+
+    def _same_as(self, current: Row[Any], res: dict[str, Any]) -> dict[str, Any] | None:
+        """The current version, if ``res`` (an update of it) holds the same content —
+        compared as sorted JSON, but for ``meta.versionId``/``lastUpdated`` — and this
+        caller would write it under the same source and organisation; else None."""
+        if current.deleted or current.body is None or (current.source_id, current.author_org) \
+                != (self.access.source_id or model.source_of(res), self.access.author_org):
+            return None
+        old: dict[str, Any] = orjson.loads(self._open(current))
+        return old if _content(old) == _content(res) else None
 
     def _open(self, row: Row[Any]) -> bytes:
         return self.keys.open(
@@ -576,6 +597,13 @@ class FhirService:
                 f"current is {current.version_id}",
                 expression=["If-Match"],
             )
+        same = self._same_as(current, res)
+        if same is not None:
+            # Nothing would change: no new version (as HAPI FHIR's no-op update), no index
+            # rewrite.  An ingest feed re-sends each Patient with every message.
+            self.unchanged.add((rtype, rid))
+            self.access.record(self.conn, "update", rtype, [self._meta(current)])
+            return WriteResult(same, False, 200, current.version_id, current.last_updated)
         vid = current.version_id + 1
         row = self._seal(res, vid, ts)
         repo.archive_current(self.conn, rtype, rid)

@@ -103,6 +103,7 @@ class Pipeline:
         self.skip_locked = engine.dialect.name == "postgresql"
         self.link = _mpi_hook() if link_persons else None
         self.link_batch = _mpi_hook("batched") if link_persons else None
+        self.link_unless = _mpi_hook("link_unless_linked") if link_persons else None
         self._headers: dict[int, list[str] | None] = {}
         self._mappings: dict[str, files.FileMapping] = {}
         self._held: frozenset[str] = frozenset()  # the batch's conditional-key locks
@@ -120,6 +121,9 @@ class Pipeline:
         # message records them only once its transaction went through; one that fails
         # later (while linking, in the message-by-message rerun) is never linked from here.
         self._stored_patients: dict[str, dict[str, Any]] = {}
+        # The batch's Patients that got a new version (the others were stored again as
+        # they were: the store made no version, and linking them again would change nothing).
+        self._changed_patients: set[str] = set()
 
     def map(self, conn: Connection, raw: bytes, row: Row[Any]) -> Mapped:
         """Parse and map one inbox message by its format (pure mappers do the work)."""
@@ -190,6 +194,7 @@ class Pipeline:
                 for k in self._record_keys_of[row.id].values()])
             self._moved = {}
             self._stored_patients = {}
+            self._changed_patients = set()
             done: list[tuple[int, int, str | None, datetime | None]] = []
             deferred: list[tuple[Row[Any], Mapped, list[str]]] | None = None
             # The index rows of the whole batch are written together at its end, unless a
@@ -364,6 +369,9 @@ class Pipeline:
                     loc = r["response"].get("location", "")
                     pid = loc.split("/")[1] if "/" in loc else ""
                     patients.append(pid)
+                    if ("Patient", pid) in svc.unchanged:
+                        continue
+                    self._changed_patients.add(pid)
                     if pid and not e["resource"].get("link"):
                         # What was just stored, for the patient index (saves reading it
                         # back); a Patient.link may hold bundle-local references: read.
@@ -407,7 +415,11 @@ class Pipeline:
         """Link the message's stored Patients to persons; apply the merges it announces."""
         if self.link is not None:
             for pid in patients:
-                self.link(conn, self.settings, pid, resource=self._stored_patients.get(pid))
+                if pid not in self._changed_patients and self.link_unless is not None:
+                    self.link_unless(conn, self.settings, pid)
+                else:
+                    self.link(conn, self.settings, pid,
+                              resource=self._stored_patients.get(pid))
         if mapped.merges:
             svc = FhirService(conn, self.keys, SystemAccess(source_id=row.source_id))
             for survivor, merged in mapped.merges:

@@ -116,6 +116,7 @@ class _Pending:
     patients: set[str] = field(default_factory=set)
     block_keys: set[str] = field(default_factory=set)
     locked: bool = False  # the linking lock is held by this transaction
+    announced: set[str] = field(default_factory=set)  # the patient ids batched() was given
     unlinked: set[str] = field(default_factory=set)  # announced records known to have no link
     # Candidate rows of the announced new records, looked up together when the batch began
     # (under the linking lock), and what the batch changed since: the blocking keys it
@@ -161,7 +162,7 @@ def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
         yield
         return
     ids = set(patient_ids)
-    pending = _Pending(unlinked=ids - repo.linked_patients(conn, sorted(ids)))
+    pending = _Pending(announced=ids, unlinked=ids - repo.linked_patients(conn, sorted(ids)))
     wanted = {pid: res for pid, res in (resources or {}).items()
               if pid in pending.unlinked and not res.get("link")}
     if settings is not None and wanted:
@@ -503,6 +504,19 @@ def link_source_patient(conn: Connection, settings: Settings, patient_id: str,
             person = resolve_person(conn, person)
     log.debug("mpi.linked", patient=patient_id, person=person, method=outcome.method)
     return person
+
+
+def link_unless_linked(conn: Connection, settings: Settings, patient_id: str) -> None:
+    """For a Patient the store found unchanged (no new version): link it only if it has no
+    link — its profile and blocking keys are what they were.  Inside :func:`batched`, an
+    announced Patient's link is known without asking."""
+    pending: _Pending | None = conn.info.get(_PENDING)
+    if pending is not None and patient_id in pending.announced:
+        if patient_id not in pending.unlinked:
+            return
+    elif repo.get_link(conn, patient_id) is not None:
+        return
+    link_source_patient(conn, settings, patient_id)
 
 
 # ---------------------------------------------------------------------------- queries
