@@ -146,10 +146,10 @@ def test_a_merge_answers_the_open_review_items_between_the_two(
 @pytest.mark.parametrize("announce", [False, True])
 def test_a_batch_links_like_one_record_at_a_time(engine: Engine, settings: Settings,
                                                  announce: bool) -> None:
-    """Within ``batched`` new persons' rows wait and are written together; a later record
-    of the same batch still finds an earlier one (they share blocking keys), strangers get
-    persons of their own, a record linked before keeps its person, and every row is
-    written by the end."""
+    """Within ``batched`` the rows of new persons and of plain links wait and are written
+    together; a later record of the same batch still finds an earlier one (they share
+    blocking keys), strangers get persons of their own, a record linked before keeps its
+    person, and every row is written by the end."""
     strangers = [make_record(f"s{i}", given="Ержан", surname=f"Тестов{i}ич", sex="M",
                              birth_date=f"19{50 + i}-02-0{1 + i % 9}") for i in range(5)]
     first = make_record("p-first", given="Айгерім", surname="Нұрланова", birth_date="1985-03-14",
@@ -166,6 +166,8 @@ def test_a_batch_links_like_one_record_at_a_time(engine: Engine, settings: Setti
             outcomes = [service.link_record(conn, settings, r) for r in [first, *strangers]]
             assert repo.get_link(conn, "p-first") is None  # waiting, not written yet
             same = service.link_record(conn, settings, again)  # shares keys: flushed first
+            assert repo.get_link(conn, "p-first") is not None
+            assert repo.get_link(conn, "p-again") is None  # linked to a person: waits too
             last = service.link_record(conn, settings, make_record(
                 "s-last", given="Болат", surname="Соңғы", birth_date="1999-09-09", sex="M"))
             kept = service.link_record(conn, settings, known)

@@ -153,10 +153,11 @@ def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
     linking lock is taken once; which of the announced ``patient_ids`` already have a
     link is asked once; the candidates of those that have none, if their Patients are
     given (``resources`` by id, with ``settings``), are looked up in one statement; and
-    the rows of records that simply get a new person wait in memory and are written in
-    one statement per table — before any lookup that could need them (a later record of
-    the batch sharing a blocking key, or naming a waiting record), before any other link
-    write, and at the end.  On an exception nothing waiting is written (the caller's
+    the rows of records that simply get a new person, or a link to one person and nothing
+    to merge or review, wait in memory and are written in one statement per table —
+    before any lookup that could need them (a later record of the batch sharing a
+    blocking key, or naming a waiting record), before any other link write, and at the
+    end.  On an exception nothing waiting is written (the caller's
     transaction rolls back)."""
     if _PENDING in conn.info:
         yield
@@ -365,10 +366,14 @@ def link_record(
     }
     if pending is not None:
         pending.wrote(record.key, block_keys)
-    if pending is not None and outcome.method == "new" and not reviews:
-        # A new person and nothing else: its rows wait for the batch's statements.
-        pending.persons.append({"person_key": outcome.person_key, "status": "active",
-                                "created_at": now})
+    if pending is not None and not reviews and (outcome.method == "new" or (
+            outcome.method in ("iin", "probabilistic")
+            and not _bridging(outcome, cands, model))):
+        # A new person, or a link to a person and no other strongly linked (nothing to
+        # merge or review): the rows wait for the batch's statements.
+        if outcome.method == "new":
+            pending.persons.append({"person_key": outcome.person_key, "status": "active",
+                                    "created_at": now})
         pending.links.append(link_row)
         pending.blocks.extend(block_rows)
         pending.events.append(event)
@@ -399,6 +404,12 @@ def link_record(
     return outcome
 
 
+def _bridging(outcome: LinkOutcome, cands: list[Candidate], model: fs.FSModel) -> bool:
+    """Does another person than the chosen one link strongly (so :func:`_bridge` acts)?"""
+    return any(c.person_key != outcome.person_key and (
+        c.deterministic or model.thresholds.decide(c.weight) == "link") for c in cands)
+
+
 def _bridge(
     conn: Connection,
     record: MatchRecord,
@@ -421,9 +432,7 @@ def _bridge(
         iins.add(record.trusted_iin)
     review: list[Candidate] = []
     for c in cands:
-        if c.person_key == outcome.person_key:
-            continue
-        if not (c.deterministic or model.thresholds.decide(c.weight) == "link"):
+        if not _bridging(outcome, [c], model):
             continue
         conflict = len(iins | c.trusted_iins) > 1
         if conflict or repo.decided_by_people(conn, [outcome.person_key, c.person_key], PINNED):
