@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from usmis.fhir.search.normalize import (
@@ -111,21 +111,26 @@ def _tokens(e: Json, telecom: bool) -> list[tuple[str | None, str, str | None]]:
     return []
 
 
+# Clinical dates repeat (a message's times, a day's events): parsed once.  Not used for
+# blind-indexed dates (a birth date never reaches this cache).
+_date_range = lru_cache(maxsize=8192)(date_range)
+
+
 def _dates(e: Json) -> list[tuple[int, int]]:
     if isinstance(e, str):
-        r = date_range(e)
+        r = _date_range(e)
         return [r] if r else []
     if not isinstance(e, dict):
         return []
     if "start" in e or "end" in e:  # Period: an open end is open-ended
-        s = date_range(e["start"]) if isinstance(e.get("start"), str) else None
-        t = date_range(e["end"]) if isinstance(e.get("end"), str) else None
+        s = _date_range(e["start"]) if isinstance(e.get("start"), str) else None
+        t = _date_range(e["end"]) if isinstance(e.get("end"), str) else None
         if s is None and t is None:
             return []
         return [(s[0] if s else MIN_MS, t[1] if t else MAX_MS)]
     ev = e.get("event")  # Timing
     if isinstance(ev, list):
-        return [r for x in ev if isinstance(x, str) and (r := date_range(x))]
+        return [r for x in ev if isinstance(x, str) and (r := _date_range(x))]
     return []
 
 
