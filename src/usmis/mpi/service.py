@@ -157,8 +157,8 @@ def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
     to merge or review, wait in memory and are written in one statement per table —
     before any lookup that could need them (a later record of the batch sharing a
     blocking key, or naming a waiting record), before any other link write, and at the
-    end.  On an exception nothing waiting is written (the caller's
-    transaction rolls back)."""
+    end.  On an exception nothing waiting is written (the caller's transaction rolls
+    back)."""
     if _PENDING in conn.info:
         yield
         return
