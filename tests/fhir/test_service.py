@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from usmis.fhir import repository as repo
+from usmis.fhir.context import SystemAccess
 from usmis.fhir.service import FhirService
 from usmis.kit.crypto import Keyring
 from usmis.kit.db import unit_of_work
@@ -118,8 +120,6 @@ def test_history_since_and_paging(client: TestClient) -> None:
 def test_the_same_content_from_another_source_is_a_new_version(engine: Any, keys: Keyring
                                                              ) -> None:
     """No-op updates are per writer: the row records which source wrote the version."""
-    from usmis.fhir.context import SystemAccess
-
     with unit_of_work(engine, write=True) as conn:
         first = FhirService(conn, keys, SystemAccess(source_id="s1"))
         pid = first.create(make_patient()).resource["id"]
@@ -129,12 +129,6 @@ def test_the_same_content_from_another_source_is_a_new_version(engine: Any, keys
         other = FhirService(conn, keys, SystemAccess(source_id="s2"))
         assert other.update("Patient", pid, same).version_id == 2
         assert other.unchanged == set()
-        assert repo_source(conn, pid) == "s2"
-
-
-def repo_source(conn: Any, pid: str) -> str:
-    from usmis.fhir import repository as repo
-
-    row = repo.get_current(conn, "Patient", pid)
-    assert row is not None
-    return str(row.source_id)
+        row = repo.get_current(conn, "Patient", pid)
+        assert row is not None
+        assert row.source_id == "s2"
