@@ -179,17 +179,10 @@ def finish_message(
 
 def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None,
                                                            datetime | None]]) -> None:
-    """Mark many messages done (inbox id, stored, iin_status, event_time) at a batch's end:
-    one statement of arrays on PostgreSQL, elsewhere one executemany per column set."""
-    if not items:
-        return
-    ts = now()
-    if conn.dialect.name == "postgresql":
-        _FINISH_PG.run(conn, {"ids": [i[0] for i in items], "stored": [i[1] for i in items],
-                              "iins": [i[2] for i in items], "events": [i[3] for i in items],
-                              "ts": ts})
-        return
+    """Mark many messages done (inbox id, stored, iin_status, event_time): one executemany
+    per column set instead of one round trip per message (the pipeline, at batch end)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    ts = now()
     for inbox_id, stored, iin_status, event_time in items:
         values: dict[str, Any] = {"status": "done", "stored": stored, "processed_at": ts}
         if iin_status is not None:
@@ -202,19 +195,8 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
         conn.execute(_finish_stmt(names), rows)
 
 
-# PostgreSQL: one statement a batch, the messages' values as arrays (an executemany was one
-# UPDATE a message for the server).  A NULL iin_status / event_time keeps the stored one.
-_FINISH_PG = FastStatement(text(
-    "UPDATE ingest_inbox SET status = 'done', stored = u.stored, processed_at = :ts, "
-    "iin_status = COALESCE(u.iin, ingest_inbox.iin_status), "
-    "event_time = COALESCE(u.event, ingest_inbox.event_time), "
-    "attempts = ingest_inbox.attempts + 1 "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:stored AS integer[]), CAST(:iins AS text[]), "
-    "CAST(:events AS timestamptz[])) AS u(id, stored, iin, event) "
-    "WHERE ingest_inbox.id = u.id"))
-
-# Elsewhere built once per column set: every batch runs one (building a statement cost
-# more than running it).
+# Built once per column set: every batch runs one (building a statement cost more than
+# running it).
 _FINISH: dict[tuple[str, ...], Any] = {}
 
 
@@ -405,29 +387,11 @@ def newer(clock: Clock | None, event_time: datetime, inbox_id: int) -> bool:
 
 def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None:
     """Upsert the given clocks (the caller holds their records' locks and read them first,
-    so each only moves forward): one statement of arrays on PostgreSQL, elsewhere one
-    executemany of a statement built once."""
-    if not clocks:
-        return
-    rows = sorted(clocks.items())
-    if conn.dialect.name == "postgresql":
-        _UPSERT_CLOCKS_PG.run(conn, {
-            "sources": [k[0] for k, _ in rows], "keys": [k[1] for k, _ in rows],
-            "times": [c[0] for _, c in rows], "inbox": [c[1] for _, c in rows]})
-        return
-    conn.execute(_clock_upsert(conn.dialect.name), [
-        {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
-        for (src, key), (when, inbox_id) in rows])
-
-
-# PostgreSQL: the batch's clocks as arrays, one statement (SQLAlchemy's multi-row VALUES
-# was new SQL for every batch size, parsed again by the driver and the server).
-_UPSERT_CLOCKS_PG = FastStatement(text(
-    "INSERT INTO ingest_record_clock (source_id, record_key, event_time, inbox_id) "
-    "SELECT * FROM unnest(CAST(:sources AS text[]), CAST(:keys AS text[]), "
-    "CAST(:times AS timestamptz[]), CAST(:inbox AS bigint[])) "
-    "ON CONFLICT (source_id, record_key) DO UPDATE "
-    "SET event_time = excluded.event_time, inbox_id = excluded.inbox_id"))
+    so each only moves forward): one executemany of a statement built once per dialect."""
+    if clocks:
+        conn.execute(_clock_upsert(conn.dialect.name), [
+            {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
+            for (src, key), (when, inbox_id) in sorted(clocks.items())])
 
 
 @cache
