@@ -171,3 +171,46 @@ def test_every_file_source_of_the_nation_has_a_mapping_using_only_its_columns() 
         m = files.load_mapping(s.id)
         assert m.encoding.lower().replace("-", "") == s.encoding.replace("-", ""), s.id
         assert m.format == s.format, s.id
+
+
+def test_templates_compile_once_and_render_each_row_fresh() -> None:
+    """Compiled templates keep the mapping language's rules: a static object is a new copy
+    per row, a text with an empty ``{$…}`` is dropped, an object whose dynamic parts are all
+    empty is dropped (a static one stays), ``@name`` needs that resource in the row."""
+    m = files.parse_mapping({
+        "read": {"format": "csv", "date_formats": ["%d.%m.%Y"]},
+        "row": {"id": "$id|required"},
+        "resource": [{
+            "name": "p", "type": "Patient", "key": "$id",
+            "body": {
+                "maritalStatus": {"coding": [{"system": "urn:t", "code": "U"}]},
+                "text": {"status": "generated", "div": "<div>{$note|upper} {source}</div>"},
+                "telecom": [{"system": "phone", "value": "$tel"}],
+                "birthDate": "$born|date",
+                "managingOrganization": "@org",
+            },
+        }],
+    }, "clinic_x")
+    header = ["id", "note", "tel", "born"]
+
+    def row(*values: str) -> dict[str, object]:
+        out = files.map_row(",".join(values).encode(), header, m, "clinic_x")
+        resource: dict[str, object] = out.bundle["entry"][0]["resource"]
+        return resource
+
+    first = row("A1", "ok", "", "02.03.2001")
+    assert first["text"] == {"status": "generated", "div": "<div>OK clinic_x</div>"}
+    assert "telecom" not in first
+    assert "managingOrganization" not in first
+    assert first["birthDate"] == "2001-03-02"
+    first["maritalStatus"]["coding"].append({"code": "M"})  # type: ignore[index]
+    second = row("A2", "", "+77010000000", "02.03.2001")
+    assert second["maritalStatus"] == {"coding": [{"system": "urn:t", "code": "U"}]}
+    assert "text" not in second  # its only dynamic part came out empty
+    assert second["telecom"] == [{"system": "phone", "value": "+77010000000"}]
+    with pytest.raises(Reject) as err:
+        row("A3", "", "", "02.03.1700")  # the same date text, now cached, still checked
+    assert (err.value.rule, err.value.field) == ("date-range", "born")
+    with pytest.raises(Reject) as err:
+        row("", "x", "", "")
+    assert (err.value.rule, err.value.field) == ("required", "id")
