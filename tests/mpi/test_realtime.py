@@ -3,18 +3,20 @@ strongest candidates are always among those compared."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
 from usmis.config import Settings
 from usmis.kit.db import make_engine, transaction
 from usmis.mpi import repository as repo
 from usmis.mpi import service
 from usmis.mpi.model import MatchRecord, make_record
+from usmis.mpi.tables import block, link
 from usmis.synth.names import NamePools
 
 from .factories import make_iin
@@ -215,7 +217,8 @@ def _patient(pid: str, family: str, given: str, birth: str, sex: str, iin: str =
 
 def test_prefetched_candidates_are_the_ones_asked_one_by_one(
         engine: Engine, settings: Settings) -> None:
-    """candidates_many gives each record exactly what candidates() gives it."""
+    """candidates_many gives each record what ranking the blocking table by hand gives:
+    the ``limit`` linked records sharing most of its keys (ties by id), with their links."""
     keys = service.keyring(settings)
     people = [make_record(f"r{i}", given=["Ержан", "Болат", "Дана"][i % 3],
                           surname=["Тестов", "Сейтов"][i % 2], birth_date=f"19{60 + i % 4}-01-01",
@@ -226,9 +229,15 @@ def test_prefetched_candidates_are_the_ones_asked_one_by_one(
         asked = {r.key: service.hashed_keys(keys, r) for r in people[::3]}
         asked["nobody"] = ["0" * 32]
         many = repo.candidates_many(conn, asked, limit=5)
+        blocks = conn.execute(select(block.c.key, block.c.patient_id)).all()
+        links = {r.patient_id: tuple(r) for r in conn.execute(select(
+            link.c.patient_id, link.c.person_key, link.c.kek_id, link.c.dek, link.c.profile))}
         for rec, ks in asked.items():
-            assert [tuple(row)[1:] for row in many[rec]] == \
-                [tuple(row) for row in repo.candidates(conn, ks, limit=5)]
+            shared = Counter(pid for key, pid in blocks if key in set(ks))
+            ranked = sorted(shared, key=lambda pid: (-shared[pid], pid))[:5]
+            assert [tuple(row)[1:] for row in many[rec]] == [links[pid] for pid in ranked]
+            assert [tuple(row) for row in repo.candidates(conn, ks, limit=5)] == \
+                [("", *links[pid]) for pid in ranked]
         assert many["nobody"] == []
         assert any(len(v) == 5 for v in many.values())  # the limit did bite
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
     Connection,
     Row,
-    Select,
     bindparam,
     delete,
     false,
@@ -157,79 +156,80 @@ CANDIDATE_LIMIT = 100
 
 
 @functools.cache
-def _candidates_stmt(limit: int) -> Select[Any]:
-    shared = func.count().label("shared")
-    ranked = (
-        select(block.c.patient_id, shared)
-        .where(block.c.key.in_(bindparam("keys", expanding=True)))
-        .group_by(block.c.patient_id)
-        .order_by(shared.desc(), block.c.patient_id)
-        .limit(limit)
-        .subquery()
-    )
-    return (
-        select(link.c.patient_id, link.c.person_key, link.c.kek_id, link.c.dek, link.c.profile)
-        .join(ranked, ranked.c.patient_id == link.c.patient_id)
-        .order_by(ranked.c.shared.desc(), link.c.patient_id)
-    )
+class CandidateRow(NamedTuple):
+    rec: str
+    patient_id: str
+    person_key: str
+    kek_id: str
+    dek: bytes
+    profile: bytes | None
 
 
-def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_LIMIT) -> list[Any]:
+def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_LIMIT
+               ) -> list[CandidateRow]:
     """Linked source records sharing a blocking key, the ones sharing most keys first,
     with their sealed profiles (at most ``limit``)."""
-    if not keys:
-        return []
-    with planned_per_call(conn):
-        return list(conn.execute(_candidates_stmt(limit), {"keys": sorted(set(keys))}).all())
+    return candidates_many(conn, {"": keys}, limit=limit)[""] if keys else []
 
 
-# The candidates of many records in one statement (ingest's batch): each record's rows as
-# candidates() gives them — its ``limit`` records sharing most keys, best first.  On
-# PostgreSQL a LATERAL subquery per record, the single-record query's own shape (a top-N
-# per record; one ranking of every record's groups together spilled to disk once the
-# blocks had grown); SQLite has no LATERAL: a window over the groups.
-_CANDIDATES_MANY = {
-    "postgresql": """
+# The candidates of many records in one statement (ingest's batch): each record's
+# ``limit`` records sharing most keys, best first.  Ranked first, their links fetched in a
+# second statement: joined in one, PostgreSQL planned a hash join over the whole link
+# table per record while its statistics still said the table was small (a table filling
+# during a load: measured 100–250 ms a batch at 2,000 people, 4 ms planned right; and it
+# grows with the table).  On PostgreSQL a LATERAL subquery per record ranks its groups
+# (one ranking of every record's groups together spilled to disk once the blocks had
+# grown); SQLite has no LATERAL: a window over the groups.
+_RANKED = {
+    "postgresql": text("""
 WITH g AS (SELECT rec, array_agg(key) AS ks
            FROM unnest(CAST(:recs AS VARCHAR[]), CAST(:keys AS VARCHAR[])) AS q(rec, key)
            GROUP BY rec)
-SELECT g.rec, l.patient_id, l.person_key, l.kek_id, l.dek, l.profile
+SELECT g.rec, r.patient_id
 FROM g CROSS JOIN LATERAL (
     SELECT b.patient_id, count(*) AS shared FROM mpi_block b WHERE b.key = ANY(g.ks)
     GROUP BY b.patient_id ORDER BY count(*) DESC, b.patient_id LIMIT :limit) r
-CROSS JOIN LATERAL (
-    SELECT * FROM mpi_link WHERE mpi_link.patient_id = r.patient_id) l
-ORDER BY g.rec, r.shared DESC, l.patient_id
-""",
-    "sqlite": """
+ORDER BY g.rec, r.shared DESC, r.patient_id
+"""),
+    "sqlite": text("""
 WITH q AS (SELECT json_extract(value, '$[0]') AS rec, json_extract(value, '$[1]') AS key
            FROM json_each(:pairs)),
 r AS (SELECT q.rec, b.patient_id, count(*) AS shared, row_number() OVER (
           PARTITION BY q.rec ORDER BY count(*) DESC, b.patient_id) AS n
       FROM q JOIN mpi_block b ON b.key = q.key GROUP BY q.rec, b.patient_id)
-SELECT r.rec, l.patient_id, l.person_key, l.kek_id, l.dek, l.profile
-FROM r JOIN mpi_link l ON l.patient_id = r.patient_id
-WHERE r.n <= :limit ORDER BY r.rec, r.shared DESC, l.patient_id
-""",
+SELECT r.rec, r.patient_id FROM r WHERE r.n <= :limit ORDER BY r.rec, r.shared DESC, r.patient_id
+"""),
+}
+_LINKS = {
+    "postgresql": text("SELECT patient_id, person_key, kek_id, dek, profile FROM mpi_link "
+                       "WHERE patient_id = ANY(CAST(:ids AS VARCHAR[]))"),
+    "sqlite": text("SELECT patient_id, person_key, kek_id, dek, profile FROM mpi_link "
+                   "WHERE patient_id IN (SELECT value FROM json_each(:ids))"),
 }
 
 
 def candidates_many(conn: Connection, keys_of: dict[str, Sequence[str]], *,
-                    limit: int = CANDIDATE_LIMIT) -> dict[str, list[Any]]:
+                    limit: int = CANDIDATE_LIMIT) -> dict[str, list[CandidateRow]]:
     """:func:`candidates` of each record (record key → its hashed blocking keys)."""
     pairs = [(rec, k) for rec, ks in keys_of.items() for k in sorted(set(ks))]
-    out: dict[str, list[Any]] = {rec: [] for rec in keys_of}
+    out: dict[str, list[CandidateRow]] = {rec: [] for rec in keys_of}
     if not pairs:
         return out
-    if conn.dialect.name == "postgresql":
-        stmt = text(_CANDIDATES_MANY["postgresql"])
-        params: dict[str, Any] = {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]}
-    else:
-        stmt = text(_CANDIDATES_MANY["sqlite"])
-        params = {"pairs": orjson.dumps(pairs).decode()}
+    pg = conn.dialect.name == "postgresql"
+    params: dict[str, Any] = (
+        {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]} if pg
+        else {"pairs": orjson.dumps(pairs).decode()})
     with planned_per_call(conn):
-        for row in conn.execute(stmt, {**params, "limit": limit}):
-            out[row.rec].append(row)
+        ranked = conn.execute(_RANKED["postgresql" if pg else "sqlite"],
+                              {**params, "limit": limit}).all()
+        ids = sorted({r.patient_id for r in ranked})
+        links = {r.patient_id: r for r in conn.execute(
+            _LINKS["postgresql" if pg else "sqlite"],
+            {"ids": ids if pg else orjson.dumps(ids).decode()})} if ids else {}
+    for r in ranked:
+        ln = links.get(r.patient_id)
+        if ln is not None:  # a blocking key without a link (being relinked): not a candidate
+            out[r.rec].append(CandidateRow(r.rec, *ln))
     return out
 
 
