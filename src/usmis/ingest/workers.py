@@ -46,13 +46,9 @@ def run_worker(
     pipeline = Pipeline(settings, engine)
     # SQLite has one writer: short transactions keep the MLLP listener's inbox commits (and
     # so its ACKs) from waiting long behind a worker batch, and a short pause after each
-    # lets a waiting writer in (SQLite's lock is not fair).  PostgreSQL: large batches
-    # spread each batch's fixed statements (claim, locks, the patient index's candidate
-    # lookup, one COPY per index table, clocks, done marks, commit) over more messages —
-    # measured on a 2,000-people nation, 2 workers: 300 a batch took ~9 % less worker and
-    # database CPU than 50, 150 half of that.  A message waits for its batch (about a second).
+    # lets a waiting writer in (SQLite's lock is not fair).
     sqlite = settings.is_sqlite
-    batch = batch or (5 if sqlite else 300)
+    batch = batch or (5 if sqlite else 50)
     total = BatchResult()
     failures = 0
     try:
