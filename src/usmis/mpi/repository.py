@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -155,7 +154,6 @@ def insert_block_rows(conn: Connection, rows: Sequence[dict[str, str]]) -> None:
 CANDIDATE_LIMIT = 100
 
 
-@functools.cache
 class CandidateRow(NamedTuple):
     rec: str
     patient_id: str
@@ -172,7 +170,7 @@ def candidates(conn: Connection, keys: Sequence[str], *, limit: int = CANDIDATE_
     return candidates_many(conn, {"": keys}, limit=limit)[""] if keys else []
 
 
-# The candidates of many records in one statement (ingest's batch): each record's
+# The candidates of many records at once (ingest's batch): each record's
 # ``limit`` records sharing most keys, best first.  Ranked first, their links fetched in a
 # second statement: joined in one, PostgreSQL planned a hash join over the whole link
 # table per record while its statistics still said the table was small (a table filling

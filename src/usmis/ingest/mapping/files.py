@@ -362,7 +362,7 @@ def _is_static(node: Any) -> bool:
         node.startswith(("$", "@")) or "{$" in node or "{source}" in node))
 
 
-def compile_template(node: Any) -> Template:  # noqa: C901 - one case per template syntax
+def compile_template(node: Any) -> Template:
     """The mapping's template ``node`` as a function of a row (see :class:`_Row`)."""
     if _is_static(node):
         if isinstance(node, (dict, list)):
