@@ -214,16 +214,15 @@ def candidates_many(conn: Connection, keys_of: dict[str, Sequence[str]], *,
     if not pairs:
         return out
     pg = conn.dialect.name == "postgresql"
+    dialect = "postgresql" if pg else "sqlite"
     params: dict[str, Any] = (
         {"recs": [p[0] for p in pairs], "keys": [p[1] for p in pairs]} if pg
         else {"pairs": orjson.dumps(pairs).decode()})
     with planned_per_call(conn):
-        ranked = conn.execute(_RANKED["postgresql" if pg else "sqlite"],
-                              {**params, "limit": limit}).all()
+        ranked = conn.execute(_RANKED[dialect], {**params, "limit": limit}).all()
         ids = sorted({r.patient_id for r in ranked})
         links = {r.patient_id: r for r in conn.execute(
-            _LINKS["postgresql" if pg else "sqlite"],
-            {"ids": ids if pg else orjson.dumps(ids).decode()})} if ids else {}
+            _LINKS[dialect], {"ids": ids if pg else orjson.dumps(ids).decode()})} if ids else {}
     for r in ranked:
         ln = links.get(r.patient_id)
         if ln is not None:  # a blocking key without a link (being relinked): not a candidate

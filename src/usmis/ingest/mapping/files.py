@@ -244,7 +244,7 @@ class _Row:
             value = self.transform(name, arg, column, value)
         return value
 
-    def transform(self, name: str, arg: str, column: str, v: Any) -> Any:  # noqa: C901
+    def transform(self, name: str, arg: str, column: str, v: Any) -> Any:  # noqa: C901 - flat
         empty = v is None or v == ""
         if name == "required":
             if empty:
