@@ -172,6 +172,45 @@ def test_one_bundle_failing_to_store_costs_only_itself(
     assert _count(engine, "Provenance") == 2
 
 
+def _numbered(n: int) -> bytes:
+    return orjson.dumps(_batch()).replace(b"p1", f"p{n}".encode()).replace(
+        b"e1", f"e{n}".encode()).replace(b'"B1"', f'"B{n}"'.encode())
+
+
+def test_an_ndjson_body_is_one_inbox_message_a_line_and_a_bad_line_costs_only_itself(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    lines = [_numbered(0), b"{not json", _numbered(2), b"  ", _numbered(3)]
+    r = client.post("/ingest/fhir", content=b"\n".join(lines) + b"\n",
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/fhir+ndjson"})
+    assert r.status_code == 202, r.text
+    info, error = r.json()["issue"]
+    assert info["diagnostics"].startswith("accepted into the inbox: 3 message(s)")
+    # the blank line is not a payload: the bad one is the second line
+    assert (error["severity"], error["expression"]) == ("error", ["body"])
+    assert error["diagnostics"].startswith("line 2: json:")
+    with engine.connect() as c:
+        rows = c.execute(select(t.inbox.c.message_id, t.inbox.c.status)
+                         .order_by(t.inbox.c.id)).all()
+        (dl,) = c.execute(select(t.dead_letter)).all()
+    assert [tuple(x) for x in rows] == [("B0", "pending"), ("rest#2", "dead"),
+                                        ("B2", "pending"), ("B3", "pending")]
+    assert dl._mapping["rule"] == "json"
+    assert Pipeline(settings, engine).drain().done == 3
+    assert _count(engine, "Encounter") == 3
+    # every line rejected: nothing accepted, so the answer is 400
+    r = client.post("/ingest/fhir", content=b'[]\n{"resourceType": 1}',
+                    headers={"Authorization": f"Bearer {token}",
+                             "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 400
+    assert [i["diagnostics"].split(":")[0] for i in r.json()["issue"]] == ["line 1", "line 2"]
+    # an empty body is a clear error, not an empty success
+    r = client.post("/ingest/fhir", content=b"\n\n", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+ndjson"})
+    assert r.status_code == 400
+
+
 def test_admin_api_needs_a_token(client: TestClient) -> None:
     assert client.get("/ingest/sources").status_code == 401
     assert client.get("/ingest/deadletters").status_code == 401

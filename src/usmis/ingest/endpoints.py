@@ -5,6 +5,10 @@
   ``usmis sources add``, or an access token of role ``source``).  The payload is committed
   to the inbox and answered ``202 Accepted`` with an OperationOutcome naming the inbox
   messages; the worker stores it.  What a source posts is recorded as its own.
+  A body of type ``application/fhir+ndjson`` (or ``application/x-ndjson``) carries many
+  payloads, one per line (FHIR bulk data's format): each line is its own inbox message, all
+  committed together; a bad line becomes a dead letter and an ``error`` issue naming its
+  line, and never rejects the others (``202`` while any line was accepted, else ``400``).
 - Admin API (role admin): ``/ingest/sources`` (list, add, show, disable, enable),
   ``/ingest/report``, ``/ingest/deadletters`` (list, show, replay).
 """
@@ -30,7 +34,9 @@ from usmis.kit.errors import BadRequest, Forbidden, Unauthorized
 
 router = APIRouter()
 _FHIR_JSON = "application/fhir+json"
+_NDJSON = {"application/fhir+ndjson", "application/x-ndjson", "application/ndjson"}
 MAX_BODY = 32 * 1024 * 1024
+MAX_ISSUES = 100  # rejected lines named one by one in an answer; the rest are counted
 
 
 def _engine(request: Request) -> Engine:
@@ -80,13 +86,12 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def _outcome(status: int, severity: str, code: str, text: str,
-             expression: list[str] | None = None) -> Response:
+def _issue(severity: str, code: str, text: str,
+           expression: list[str] | None = None) -> dict[str, Any]:
     issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": text}
     if expression:
         issue["expression"] = expression
-    return Response(orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]}),
-                    status_code=status, media_type=_FHIR_JSON)
+    return issue
 
 
 @router.post("/ingest/fhir")
@@ -102,33 +107,44 @@ async def post_fhir(request: Request, resource_type: str | None = None) -> Respo
 
 def _receive_fhir(request: Request, body: bytes) -> Response:
     settings, engine = _settings(request), _engine(request)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    many = ctype in _NDJSON
+    parts = [ln for ln in body.split(b"\n") if ln.strip()] if many else [body]
+    if not parts:
+        raise BadRequest("the body holds no payload", expression=["body"])
+    received: list[int] = []
+    rejected: list[tuple[int, Reject]] = []
     with transaction(engine) as conn:
         src = _source_of(request, conn)
         if "fhir" not in src.formats:
             raise Forbidden("source is not registered for FHIR payloads")
-        parts = [body]
-        received: list[int] = []
-        rejected: Reject | None = None
-        for i, raw in enumerate(parts):
+        for line, raw in enumerate(parts, 1):
             reject = None
             try:
                 mapped = fhir_mapping.map_payload(raw, src.id)
                 mid, event = mapped.message_id, mapped.event_time
             except Reject as r:
                 reject, mid, event = r, "", None
-                rejected = rejected or r
+                rejected.append((line, r))
             got = inbox.receive(conn, settings, Incoming(
                 source_id=src.id, channel="rest", format="fhir",
-                message_id=f"{mid or 'rest'}#{i + 1}" if len(parts) > 1 else (mid or "rest"),
+                message_id=mid or (f"rest#{line}" if many else "rest"),
                 raw=raw, event_time=event), reject)
-            received.append(got.inbox_id)
-    if rejected is not None and len(parts) == 1:
-        # Kept as a dead letter, and the sender is told exactly what is wrong.
-        return _outcome(400, "error", "invalid", f"{rejected.rule}: {rejected.detail}",
-                        [rejected.field])
-    return _outcome(202, "information", "informational",
-                    f"accepted into the inbox: {len(received)} message(s) "
-                    f"{','.join(str(i) for i in received[:50])}")
+            if reject is None:
+                received.append(got.inbox_id)
+    # Rejected payloads are kept as dead letters, and the sender is told exactly what is
+    # wrong: which line (for NDJSON), which rule, which element.
+    issues = [_issue("error", "invalid", f"{f'line {line}: ' if many else ''}"
+                     f"{r.rule}: {r.detail}", [r.field]) for line, r in rejected[:MAX_ISSUES]]
+    if len(rejected) > MAX_ISSUES:
+        issues.append(_issue("error", "invalid",
+                             f"{len(rejected) - MAX_ISSUES} more line(s) rejected"))
+    if received:
+        issues.insert(0, _issue("information", "informational",
+                                f"accepted into the inbox: {len(received)} message(s) "
+                                f"{','.join(str(i) for i in received[:50])}"))
+    return Response(orjson.dumps({"resourceType": "OperationOutcome", "issue": issues}),
+                    status_code=202 if received else 400, media_type=_FHIR_JSON)
 
 
 class SourceIn(BaseModel):
