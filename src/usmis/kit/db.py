@@ -253,25 +253,50 @@ def _insert_of(table: Table) -> Any:
     return table.insert()  # built once: constructing it per call costs more than running it
 
 
+# PostgreSQL's binary COPY, by column type as the PostgreSQL dialect compiles it: the
+# server reads each value with the column's own receive function, so every type must be
+# exactly the column's (int4 is not int8).  A table with any other column type is copied
+# as text.
+_BINARY = {"VARCHAR": "text", "TEXT": "text", "INTEGER": "int4", "BIGINT": "int8",
+           "SMALLINT": "int2", "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "timestamptz",
+           "BYTEA": "bytea", "FLOAT": "float8", "DOUBLE PRECISION": "float8", "DATE": "date"}
+
+
+@cache
+def _copy_types(table: Table, columns: tuple[str, ...]) -> list[str] | None:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    names = [_BINARY.get(table.c[c].type.compile(dialect=dialect).split("(")[0])
+             for c in columns]
+    return None if None in names else [str(n) for n in names]
+
+
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Many rows of one shape (every row the same keys) into ``table``: PostgreSQL ``COPY``
-    (several times cheaper than INSERTs for the client and the server alike), elsewhere one
+    (several times cheaper than INSERTs for the client and the server alike; binary where
+    every column's type allows, so bytes and times travel unconverted), elsewhere one
     executemany.  Values go to the driver as they are: for tables of plain column types
-    (no bind processors), with every column that has only a Python-side default given."""
+    (no bind processors), with every column that has only a Python-side default given,
+    each value of its column's Python type (an aware datetime for a timestamptz)."""
     if not rows:
         return
     if conn.dialect.name != "postgresql":
         conn.execute(_insert_of(table), list(rows))
         return
-    columns = list(rows[0])
+    columns = tuple(rows[0])
+    types = _copy_types(table, columns)
     raw = conn.connection.driver_connection
     assert raw is not None
     if not conn.in_transaction():
         conn.begin()  # the caller's commit commits it (as with conn.execute)
-    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN" + (
+        " (FORMAT BINARY)" if types else "")
     error = conn.dialect.loaded_dbapi.Error
     try:
         with raw.cursor() as cur, cur.copy(sql) as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row([row[c] for c in columns])
     except error as exc:  # as SQLAlchemy raises it (see FastStatement.run)
