@@ -11,8 +11,10 @@ a long nation prints a progress line a minute.
 Prints the workload, the machine (cores, RAM, load average: the machine may be shared) and,
 per backend: MLLP ACK round-trip median/p95 (one sender, no worker running), MLLP intake
 msgs/s with 8 senders, MLLP → stored FHIR msgs/s and resources/s with workers running,
-REST intake posts/s, and the floor measured in the same run: raw committed single-row
-inserts/s into one table of the same database.  Targets of the issue (2 cores): ≥ 1,000
+REST intake msgs/s (a Bundle a post, 4 clients, and NDJSON bodies of 200 lines), file
+intake rows/s (an EHR's and a claims extract of a 2,000-people nation), and the floor
+measured in the same run: raw committed single-row inserts/s into one table of the same
+database.  Targets of the issue (2 cores): ≥ 1,000
 HL7 msgs/s MLLP → stored on PostgreSQL; ACK p95 ≤ 10 ms; nation ≥ 1,500 resources/s.
 """
 
@@ -31,6 +33,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -38,10 +41,18 @@ from sqlalchemy.pool import NullPool
 from usmis.config import Settings
 from usmis.ingest import repository as repo
 from usmis.ingest import sources
+from usmis.ingest.channels.files import load_file
 from usmis.ingest.channels.mllp import MllpSender, MllpServer
 from usmis.ingest.mapping.common import iin_valid
 from usmis.ingest.reconcile import reconcile
-from usmis.ingest.service import ingest_nation, start_workers, stop_workers
+from usmis.ingest.service import (
+    ingest_nation,
+    read_nation,
+    register_nation,
+    rest_server,
+    start_workers,
+    stop_workers,
+)
 from usmis.kit.db import make_engine, transaction, upgrade
 from usmis.synth.names import KZ_MALE, KZ_SURNAMES_BARE
 
@@ -245,9 +256,62 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path) -> None:
               f"in {secs:.1f} s = {len(live) / secs:,.0f} msgs/s; ACK median "
               f"{1000 * statistics.median(rtts):.1f} ms, p95 {1000 * pct(rtts, 0.95):.1f} ms "
               "while workers write")
+        # 5. The REST and file channels' intake (no worker), on a generated nation's feeds.
+        bench_rest_and_files(settings, engine, nation_dir(2000, tmp))
     finally:
         listener.stop()
         engine.dispose()
+
+
+def nation_dir(people: int, tmp: Path) -> Path:
+    nation = tmp / f"nation-{people}"
+    if not nation.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "usmis", "synth", "--people", str(people),
+                        "--seed", "1", "--out", str(nation), "--quiet"], check=True,
+                       capture_output=True)
+        print(f"\nnation of {people} people generated in {time.perf_counter() - t0:.1f} s")
+    return nation
+
+
+def bench_rest_and_files(settings: Settings, engine: Any, nation: Path) -> None:
+    import httpx
+
+    srcs = {s.id: s for s in read_nation(nation)}
+    tokens = register_nation(engine, list(srcs.values()))
+    lines = [ln for ln in srcs["ehr_kmis"].files[0].read_bytes().split(b"\n") if ln.strip()]
+    half = len(lines) // 2
+    headers = {"Authorization": f"Bearer {tokens['ehr_kmis']}"}
+    ndjson = {**headers, "Content-Type": "application/fhir+ndjson"}
+    with rest_server(settings, engine) as url:
+        def post(items: list[tuple[bytes, dict[str, str]]]) -> None:
+            with httpx.Client(base_url=url, timeout=120) as client:
+                for body, h in items:
+                    r = client.post("/ingest/fhir", content=body, headers=h)
+                    assert r.status_code == 202, r.text[:300]
+
+        for what, bodies in (
+            ("a Bundle a post", [(ln, headers) for ln in lines[:half]]),
+            ("NDJSON bodies of 200", [(b"\n".join(lines[i:i + 200]), ndjson)
+                                      for i in range(half, len(lines), 200)]),
+        ):
+            n = sum(b.count(b"\n") + 1 for b, _ in bodies)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(post, [bodies[i::4] for i in range(4)]))
+            secs = time.perf_counter() - t0
+            print(f"REST intake, 4 clients, {what}: {n} msgs (EHR transaction Bundles, "
+                  f"{sum(len(b) for b, _ in bodies) / n / 1024:.1f} KiB each) in {secs:.1f} s "
+                  f"= {n / secs:,.0f} msgs/s")
+    with engine.connect() as c:
+        registered = {s.id: s for s in repo.list_sources(c)}
+    for sid in ("fund_claims_outpatient", "reg_population"):
+        path = srcs[sid].files[0]
+        t0 = time.perf_counter()
+        rec = load_file(engine, settings, registered[sid], path)
+        secs = time.perf_counter() - t0
+        print(f"file intake, {path.name}: {rec.records} rows in {secs:.1f} s = "
+              f"{rec.records / secs:,.0f} rows/s")
 
 
 class ProgressLines:
@@ -273,13 +337,7 @@ class ProgressLines:
 
 
 def bench_nation(kind: str, pg_url: str, people: int, tmp: Path) -> None:
-    nation = tmp / f"nation-{people}"
-    if not nation.exists():
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "usmis", "synth", "--people", str(people),
-                        "--seed", "1", "--out", str(nation), "--quiet"], check=True,
-                       capture_output=True)
-        print(f"\nnation of {people} people generated in {time.perf_counter() - t0:.1f} s")
+    nation = nation_dir(people, tmp)
     settings = fresh_database(kind, pg_url, tmp)
     report = ingest_nation(settings, nation, progress=ProgressLines())
     print(f"== nation end to end on {kind}: {report.resources:,} resources in "

@@ -27,7 +27,7 @@ from usmis.ingest.channels.files import load_file
 from usmis.ingest.channels.mllp import MllpSender
 from usmis.ingest.mapping import hl7v2
 from usmis.ingest.reconcile import duplicates, reconcile
-from usmis.ingest.service import _free_port, _register, read_nation, worker_env
+from usmis.ingest.service import _free_port, read_nation, register_nation, worker_env
 from usmis.ingest.workers import run_worker
 
 from .test_nation import make_nation
@@ -54,7 +54,7 @@ def test_sigkill_listener_and_worker_loses_and_duplicates_nothing(
     crash_nation: Path, settings: Settings, engine: Engine
 ) -> None:
     nation = read_nation(crash_nation)
-    _register(engine, nation)
+    register_nation(engine, nation)
     env = worker_env(settings)
     port = _free_port()
     usmis = [sys.executable, "-m", "usmis"]

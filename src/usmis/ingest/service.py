@@ -145,7 +145,7 @@ def read_nation(nation_dir: Path) -> list[NationSource]:
     return out
 
 
-def _register(engine: Engine, nation: list[NationSource]) -> dict[str, str]:
+def register_nation(engine: Engine, nation: list[NationSource]) -> dict[str, str]:
     """Register every source; returns the REST tokens of the FHIR sources."""
     tokens: dict[str, str] = {}
     with transaction(engine) as conn:
@@ -341,7 +341,7 @@ def ingest_nation(
     if progress:
         progress("delivered", 0, count_records(nation))
     try:
-        tokens = _register(engine, nation)
+        tokens = register_nation(engine, nation)
         procs = start_workers(settings, n_workers)
         try:
             with mllp_listener(settings, engine) as mllp, rest_server(settings, engine) as url:
