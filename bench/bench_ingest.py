@@ -11,11 +11,11 @@ a long nation prints a progress line a minute.
 Prints the workload, the machine (cores, RAM, load average: the machine may be shared) and,
 per backend: MLLP ACK round-trip median/p95 (one sender, no worker running), MLLP intake
 msgs/s with 8 senders, MLLP → stored FHIR msgs/s and resources/s with workers running,
-REST intake msgs/s (a Bundle a post, 4 clients, and NDJSON bodies of 200 lines), file
-intake rows/s (an EHR's and a claims extract of a 2,000-people nation), and the floor
-measured in the same run: raw committed single-row inserts/s into one table of the same
-database.  Targets of the issue (2 cores): ≥ 1,000
-HL7 msgs/s MLLP → stored on PostgreSQL; ACK p95 ≤ 10 ms; nation ≥ 1,500 resources/s.
+REST intake msgs/s (an EHR's feed of a 2,000-people nation: a Bundle a post with 4
+clients, and NDJSON bodies of 200 lines), file intake rows/s (its claims and population
+extracts), and the floor measured in the same run: raw committed single-row inserts/s into
+one table of the same database.  Targets of the issue (2 cores): ≥ 1,000 HL7 msgs/s MLLP →
+stored on PostgreSQL; ACK p95 ≤ 10 ms; nation ≥ 1,500 resources/s.
 """
 
 from __future__ import annotations
