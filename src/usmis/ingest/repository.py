@@ -157,10 +157,8 @@ def commit_without_flush(conn: Connection) -> None:
     three times ``wal_writer_delay``, 600 ms by default), the batch is lost whole: its
     stored resources together with its messages' done marks, so the messages are still
     pending and are processed again — nothing lost, nothing twice.  WAL is flushed in
-    order, so no later transaction that did reach the disk can depend on it.  (A reader
-    who saw the batch's resources in that window finds them gone, then stored again under
-    new ids.)  What the channels commit before they acknowledge (the inbox) keeps the
-    synchronous commit."""
+    order, so no later transaction that did reach the disk can depend on it.  What the
+    channels commit before they acknowledge (the inbox) keeps the synchronous commit."""
     if conn.dialect.name == "postgresql":
         conn.execute(_ASYNC_COMMIT)
 
