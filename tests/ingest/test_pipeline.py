@@ -382,35 +382,3 @@ def test_in_one_batch_the_later_event_wins_whatever_the_order(
     assert Pipeline(settings, engine).run_batch(50).done == 1
     (patient,) = _resources(engine, settings, "Patient")
     assert patient["name"][0]["family"] == "Жаңа"
-
-
-def test_a_batch_commits_without_waiting_for_the_disk_and_the_inbox_does_not(
-    hl7_sources: dict[str, str], engine: Engine, settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A worker's batch may commit asynchronously (lost whole in a server crash, its
-    messages are still pending); what the channels commit before acknowledging may not."""
-    from sqlalchemy import text
-
-    from usmis.ingest import repository as ingest_repo
-
-    if engine.dialect.name != "postgresql":
-        pytest.skip("synchronous_commit is PostgreSQL's")
-    seen: list[str] = []
-    claim = ingest_repo.claim_pending
-
-    def spying_claim(conn: Any, limit: int, *, skip_locked: bool) -> Any:
-        seen.append(conn.execute(text("SHOW synchronous_commit")).scalar_one())
-        return claim(conn, limit, skip_locked=skip_locked)
-
-    monkeypatch.setattr(ingest_repo, "claim_pending", spying_claim)
-    _put(engine, settings, make_adt(iin=make_iin(), control="S1"))
-    assert Pipeline(settings, engine).drain().done == 1
-    with transaction(engine) as conn:
-        inbox.receive(conn, settings, Incoming(
-            source_id="his-test", channel="mllp", format="hl7v2", message_id="S2",
-            raw=make_adt(iin=make_iin(), control="S2").encode()))
-        after = conn.execute(text("SHOW synchronous_commit")).scalar_one()
-    assert seen
-    assert set(seen) == {"off"}
-    assert after == "on"  # SET LOCAL: the pooled connection's next transaction is back on

@@ -166,7 +166,6 @@ class Pipeline:
     def _batch(self, limit: int, *, defer_links: bool, isolate: bool) -> BatchResult:
         result = BatchResult()
         with unit_of_work(self.engine, write=True) as conn:
-            repo.commit_without_flush(conn)  # a lost batch is still pending: see there
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             prepared = [(row, self._prepare(conn, row)) for row in rows]
             held = sorted({k for _, m in prepared if isinstance(m, Mapped)

@@ -147,22 +147,6 @@ def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     return len(conn.execute(stmt, full).all())
 
 
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
-
-
-def commit_without_flush(conn: Connection) -> None:
-    """PostgreSQL: this transaction's commit does not wait for its WAL to reach the disk.
-
-    For a worker's batch only.  Should the server crash before the WAL is flushed (within
-    three times ``wal_writer_delay``, 600 ms by default), the batch is lost whole: its
-    stored resources together with its messages' done marks, so the messages are still
-    pending and are processed again — nothing lost, nothing twice.  WAL is flushed in
-    order, so no later transaction that did reach the disk can depend on it.  What the
-    channels commit before they acknowledge (the inbox) keeps the synchronous commit."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_ASYNC_COMMIT)
-
-
 def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
     """The oldest pending messages, locked for this transaction (PostgreSQL: SKIP LOCKED)."""
     q = (
