@@ -254,9 +254,9 @@ def _insert_of(table: Table) -> Any:
 
 
 # PostgreSQL's binary COPY, by column type as the PostgreSQL dialect compiles it: the
-# server reads each value with the column's own receive function, so every type must be
-# exactly the column's (int4 is not int8).  A table with any other column type is copied
-# as text.
+# server reads each value with the column's own receive function, so every type must have
+# exactly the column's binary form (int4 is not int8; varchar's is text's).  A table with
+# any other column type (numeric, JSON, …) is copied as text.
 _BINARY = {"VARCHAR": "text", "TEXT": "text", "INTEGER": "int4", "BIGINT": "int8",
            "SMALLINT": "int2", "BOOLEAN": "bool", "TIMESTAMP WITH TIME ZONE": "timestamptz",
            "BYTEA": "bytea", "FLOAT": "float8", "DOUBLE PRECISION": "float8", "DATE": "date"}
