@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from usmis.kit.db import insert_rows, make_engine
+from usmis.kit.db import _copy_types, insert_rows, make_engine
 
 _md = MetaData()
 _t = Table("insert_rows_t", _md, Column("k", Integer, primary_key=True), Column("v", String(20)))
@@ -67,6 +67,8 @@ def test_every_column_type_round_trips_exactly(database_url: str) -> None:
         {"k": 1, "n": None, "s": None, "txt": None, "b": None, "f": None, "at": None,
          "raw": None, "d": None},
     ]
+    assert _copy_types(_typed, tuple(rows[0])) is not None  # binary
+    assert _copy_types(_numeric, ("k", "amount")) is None  # text
     engine = make_engine(database_url)
     _md.create_all(engine)
     try:
