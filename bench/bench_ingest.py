@@ -1,6 +1,6 @@
 """Ingest benchmark: channel intake, MLLP ACK latency, MLLP → stored FHIR, a whole nation.
 
-    .venv/bin/python bench/bench_ingest.py [--messages 2000] [--nation-people 2000]
+    .venv/bin/python bench/bench_ingest.py [--messages 10000] [--nation-people 2000]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
         [--skip-nation | --nation-only] [--backends sqlite,postgresql]
 
@@ -354,7 +354,9 @@ def bench_nation(kind: str, pg_url: str, people: int, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--messages", type=int, default=10_000,
+                    help="messages a phase; fewer make the workers' start-up a large part "
+                    "of the inbox → stored phase")
     ap.add_argument("--nation-people", type=int, default=2000)
     ap.add_argument("--postgres", default=os.environ.get(
         "USMIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
