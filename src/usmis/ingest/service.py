@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -287,8 +287,10 @@ def post_fhir_files(base_url: str, token: str, files: list[Path], report: Nation
             data = f.read_bytes()
             if f.suffix in {".ndjson", ".jsonl"}:
                 lines = [ln for ln in data.split(b"\n") if ln.strip()]
-                bodies = [(b"\n".join(lines[i:i + chunk]), min(chunk, len(lines) - i),
-                           "application/fhir+ndjson") for i in range(0, len(lines), chunk)]
+                # one body at a time: a feed of a large nation is hundreds of MB
+                bodies: Iterable[tuple[bytes, int, str]] = (
+                    (b"\n".join(lines[i:i + chunk]), len(lines[i:i + chunk]),
+                     "application/fhir+ndjson") for i in range(0, len(lines), chunk))
             else:
                 bodies = [(data, 1, "application/fhir+json")]
             for body, n, ctype in bodies:
