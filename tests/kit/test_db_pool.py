@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from sqlalchemy import text
 
@@ -54,3 +57,45 @@ def test_postgresql_connections_run_without_jit(settings: Settings) -> None:
             assert conn.execute(text("SHOW application_name")).scalar_one() == "usmis-test"
     finally:
         engine.dispose()
+
+
+def test_a_migrated_sqlite_file_is_in_wal_mode_and_its_copies_open_together(
+    tmp_path: Path,
+) -> None:
+    """``upgrade`` leaves the file in WAL mode (byte 18 of its header is 2), so copies of it
+    never need switching; eight connections opening a fresh copy at once all get through
+    (switching there had failed "database is locked" now and then)."""
+    import shutil
+    import threading
+
+    from sqlalchemy.pool import NullPool
+
+    from usmis.kit.db import upgrade
+
+    upgrade(f"sqlite:///{tmp_path / 'tmpl.db'}")
+    assert (tmp_path / "tmpl.db").read_bytes()[18] == 2
+    errors: list[BaseException] = []
+    for run in range(10):
+        copy = tmp_path / f"copy{run}.db"
+        shutil.copyfile(tmp_path / "tmpl.db", copy)
+        engine = make_engine(f"sqlite:///{copy}", poolclass=NullPool)
+        start = threading.Barrier(8)
+
+        def opener(k: int, engine: Any = engine, start: Any = start) -> None:
+            try:
+                start.wait()
+                with engine.begin() as conn:
+                    conn.execute(text("INSERT INTO audit_spool (name, \"offset\") "
+                                      "VALUES (:n, 0)"), {"n": f"s{k}"})
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=opener, args=(k,)) for k in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_spool")).scalar_one() == 8
+        engine.dispose()
+    assert errors == []

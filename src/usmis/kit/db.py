@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -49,14 +49,19 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            # The busy timeout first, so it covers what follows.  WAL is persistent and
+            # ``upgrade`` sets it; switching a file to WAL needs it to oneself and fails
+            # "database is locked" at once, busy timeout or not, while another connection
+            # opens it (seen: two engines' first connections to a fresh copy at once).
+            cur.execute("PRAGMA busy_timeout=30000")
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives any crash of the application (SIGKILL
             # included: what was acknowledged stays); only an OS crash or power loss can undo
             # the last commits.  The embedded default trades that for speed; production runs
             # PostgreSQL, whose commits are flushed to disk before they return.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
@@ -161,6 +166,13 @@ def upgrade(url: str) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "heads")
+    if url.startswith("sqlite"):
+        # WAL is a property of the file: set here, once, while nobody else has it open, so
+        # a copy of this database is WAL too (the test templates are copied).
+        engine = make_engine(url, poolclass=NullPool)
+        with engine.connect():
+            pass
+        engine.dispose()
 
 
 class FastStatement:
