@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from operator import itemgetter
@@ -128,12 +128,34 @@ def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
     with engine.connect() as conn:
         if write and conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        hooks: list[Callable[[], object]] = []
+        conn.info[_BEFORE_COMMIT] = hooks
         try:
             yield conn
+            while hooks:  # a hook may add one
+                hooks.pop(0)()
         except BaseException:
             conn.rollback()
             raise
+        finally:
+            del conn.info[_BEFORE_COMMIT]
         conn.commit()
+
+
+_BEFORE_COMMIT = "usmis.before_commit"
+
+
+def at_commit(conn: Connection, work: Callable[[], object]) -> None:
+    """Run ``work`` as the last statements of ``conn``'s unit of work, in its transaction
+    (its failure rolls the unit back), or now where ``conn`` is not in one.
+
+    For a write that takes a lock every writer waits for (the audit chain's head): taken
+    last, it is held only while the transaction commits, not while the rest runs."""
+    hooks = conn.info.get(_BEFORE_COMMIT)
+    if hooks is None:
+        work()
+    else:
+        hooks.append(work)
 
 
 def load_all_tables() -> MetaData:
