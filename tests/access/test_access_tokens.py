@@ -120,6 +120,8 @@ def test_rotation_keeps_old_tokens_valid_until_the_old_key_lapses(embedded: Sett
     path.write_text(json.dumps(doc))
     with pytest.raises(Unauthorized):
         TokenVerifier(embedded).verify(old)
+    with pytest.raises(Unauthorized):  # the verifier that had verified it (and kept it)
+        v.verify(old)
     assert TokenVerifier(embedded).verify(new).subject == "a"
     assert path.stat().st_mode & 0o777 == 0o600
 
@@ -232,3 +234,22 @@ def test_cli_token_prints_a_verifiable_token(
     assert (p.role, p.organization_id, p.subject) == (Role.CLINICIAN, "org-3", "clinician:org-3")
     r = CliRunner().invoke(app, ["token", "--role", "patient"])
     assert r.exit_code == 2
+
+
+def test_a_verified_token_is_kept_only_until_it_expires(
+    embedded: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verifier keeps what it verified (one Ed25519 check per token, not per request),
+    but a kept token still expires; and a forged variant of a kept one is still checked."""
+    import usmis.access.tokens as tokens
+
+    v = TokenVerifier(embedded)
+    token = issue_token(embedded, subject="a", role="admin", ttl_seconds=60)
+    assert v.verify(token) is v.verify(token)  # the second answer is the kept one
+    head, body, _sig = token.split(".")
+    with pytest.raises(Unauthorized):
+        v.verify(f"{head}.{body}.{'A' * 86}")
+    later = time.time() + 60 + tokens.LEEWAY_SECONDS + 1
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    with pytest.raises(Unauthorized, match="expired"):
+        v.verify(token)

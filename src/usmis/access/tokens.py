@@ -20,6 +20,7 @@ Claims (besides iss, sub, aud, iat, nbf, exp, jti):
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,8 @@ from usmis.kit.errors import Unauthorized
 EMBEDDED_ALGORITHMS = ["EdDSA"]
 OIDC_ALGORITHMS = ["EdDSA", "ES256", "RS256"]
 LEEWAY_SECONDS = 30
+VERIFIED_TTL_SECONDS = 60
+VERIFIED_MAX = 10_000
 
 
 def embedded_issuer(settings: Settings) -> str:
@@ -131,6 +134,11 @@ class TokenVerifier:
         self.settings = settings
         self.external = bool(settings.oidc_jwks_url)
         self._keyring = KeyRing(settings)
+        # Tokens already verified: a client sends the same one with every request, and an
+        # Ed25519 verification costs ~0.1 ms.  A hit still checks expiry and, for embedded
+        # tokens, that the signing key is still a current one; after VERIFIED_TTL_SECONDS
+        # the signature is checked again.
+        self._verified: dict[str, tuple[Principal, float, str, float]] = {}
         self._jwks: jwt.PyJWKClient | None = None
         if self.external:
             # PyJWKClient caches the key set and refetches on an unknown kid (the provider
@@ -145,6 +153,24 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if not token:
             raise Unauthorized("a bearer token is required")
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, exp, kid, at = hit
+            now = time.time()
+            if now > exp + LEEWAY_SECONDS:
+                self._verified.pop(token, None)
+                raise Unauthorized("bearer token has expired")
+            if now - at < VERIFIED_TTL_SECONDS and (
+                    self._jwks is not None or kid in self._keyring.verification_keys()):
+                return principal
+            self._verified.pop(token, None)
+        principal, exp, kid = self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = (principal, exp, kid, time.time())
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -182,4 +208,4 @@ class TokenVerifier:
             raise Unauthorized("token was not signed by a key of the identity provider") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"bearer token is invalid ({type(exc).__name__})") from None
-        return principal_from_claims(claims)
+        return principal_from_claims(claims), float(claims["exp"]), str(kid)

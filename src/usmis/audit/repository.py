@@ -6,19 +6,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping, func, select, text, update
+from sqlalchemy import Connection, RowMapping, func, select, text
 
 from usmis.audit import tables as t
 from usmis.audit.model import CONTENT_FIELDS, StoredCheckpoint, StoredEntry
 from usmis.kit.db import FastStatement
 
 # Built once: appends run on every request, statement construction is not free.
-_ADVANCE = (
-    update(t.head)
-    .where(t.head.c.id == 1)
-    .values(seq=t.head.c.seq + 1)
-    .returning(t.head.c.seq, t.head.c.hash)
-)
+_ADVANCE = FastStatement(text("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 "
+                               "RETURNING seq, hash"))
 _ENTRY_COLUMNS = (*CONTENT_FIELDS, "prev_hash", "hash")
 _COLS = ", ".join(f'"{c}"' for c in _ENTRY_COLUMNS)
 _VALS = ", ".join(f":{c}" for c in _ENTRY_COLUMNS)
@@ -30,8 +26,8 @@ def advance_head(conn: Connection) -> tuple[int, str]:
     The UPDATE comes first on purpose: it is what serialises concurrent appends, and on
     SQLite it takes the write lock before we read the predecessor.
     """
-    row = conn.execute(_ADVANCE).one()
-    return int(row[0]), str(row[1])
+    seq, hash_ = _ADVANCE.run(conn, {})[0]
+    return int(seq), str(hash_)
 
 
 _ADVANCE_BY = FastStatement(text(

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from usmis.kit.errors import UsmisError
@@ -70,6 +71,7 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=256)  # a Bundle's resources share one time
 def instant(ts: datetime) -> str:
     """FHIR instant with milliseconds, UTC ("2026-11-27T00:12:14.123Z")."""
     if ts.tzinfo is None:

@@ -231,7 +231,10 @@ class FastStatement:
                 fixed[name] = proc(bind.value) if proc else bind.value
             elif proc is not None:
                 procs[name] = proc
-        order = itemgetter(*compiled.positiontup) if compiled.positional else None
+        order = None
+        if compiled.positional:
+            names = compiled.positiontup or ()
+            order = itemgetter(*names) if names else (lambda _values: ())
         return compiled.string, order, fixed, procs
 
     def run(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
@@ -297,13 +300,28 @@ _BINARY = {"VARCHAR": "text", "TEXT": "text", "INTEGER": "int4", "BIGINT": "int8
 
 
 @cache
-def _copy_types(table: Table, columns: tuple[str, ...]) -> list[str] | None:
+def _copy_types(table: Table, columns: tuple[str, ...]) -> list[int] | None:
+    """The columns' type OIDs for a binary ``COPY``, or None where one has no exact binary
+    form (then the ``COPY`` goes as text)."""
+    from psycopg.postgres import types as pg_types
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     names = [_BINARY.get(table.c[c].type.compile(dialect=dialect).split("(")[0])
              for c in columns]
-    return None if None in names else [str(n) for n in names]
+    return None if None in names else [pg_types[str(n)].oid for n in names]
+
+
+@cache
+def _copy_plan(table: Table, columns: tuple[str, ...]
+               ) -> tuple[str, list[int] | None, Callable[[dict[str, Any]], Any]]:
+    types = _copy_types(table, columns)
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN" + (
+        " (FORMAT BINARY)" if types else "")
+    values = itemgetter(*columns)
+    if len(columns) == 1:  # itemgetter of one name gives the value, not a tuple
+        return sql, types, lambda row: (values(row),)
+    return sql, types, values
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -318,21 +336,19 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     if conn.dialect.name != "postgresql":
         conn.execute(_insert_of(table), list(rows))
         return
-    columns = tuple(rows[0])
-    types = _copy_types(table, columns)
+    sql, types, values = _copy_plan(table, tuple(rows[0]))
     raw = conn.connection.driver_connection
     assert raw is not None
     if not conn.in_transaction():
         conn.begin()  # the caller's commit commits it (as with conn.execute)
-    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN" + (
-        " (FORMAT BINARY)" if types else "")
     error = conn.dialect.loaded_dbapi.Error
     try:
         with raw.cursor() as cur, cur.copy(sql) as copy:
             if types:
                 copy.set_types(types)
+            write = copy.write_row
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                write(values(row))
     except error as exc:  # as SQLAlchemy raises it (see FastStatement.run)
         raise DBAPIError.instance(sql, None, exc, error) from exc
 
