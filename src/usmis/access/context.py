@@ -234,10 +234,18 @@ class RequestAccess:
         return tuple(sorted(known))
 
     # ------------------------------------------------------------------ after the work
+    def has_pending(self) -> bool:
+        """Whether :meth:`flush` has anything to write."""
+        return bool(self._pending_audit or self._pending_usage or self._pending_block)
+
+    def needs_flush(self) -> bool:
+        """Whether :meth:`flush` has anything to do (write, or close a connection)."""
+        return self.has_pending() or self._own is not None
+
     def flush(self) -> None:
         """Write what must outlive the request's transaction (denials, guard state)."""
         try:
-            if not (self._pending_audit or self._pending_usage or self._pending_block):
+            if not self.has_pending():
                 return
             from usmis.kit.db import transaction
 

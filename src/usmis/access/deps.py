@@ -13,9 +13,10 @@ A missing, malformed, expired or foreign token raises :class:`usmis.kit.errors.U
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from usmis.access.context import RequestAccess
 from usmis.access.model import Principal
@@ -43,8 +44,8 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def current_principal(request: Request) -> Principal:
-    """The verified principal; cached on the request so several dependencies share it."""
+def principal_of(request: Request) -> Principal:
+    """The verified principal; cached on the request so several callers share it."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -53,9 +54,24 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def access_context(
+async def current_principal(request: Request) -> Principal:
+    """:func:`principal_of` as a dependency.  Async, so that a token the verifier already
+    checked costs no trip to the thread pool (FastAPI runs a sync dependency there: two
+    thread switches a request); a new token is verified in the pool (a signature check,
+    or a fetch of the identity provider's keys)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    kept = verifier_for(request).kept(bearer_token(request))
+    if kept is None:
+        return await run_in_threadpool(principal_of, request)
+    request.state.principal = kept
+    return kept
+
+
+async def access_context(
     request: Request, principal: Principal = Depends(current_principal)  # noqa: B008
-) -> Iterator[RequestAccess]:
+) -> AsyncIterator[RequestAccess]:
     """The policy decision point for this request (STORE's ``AccessContext``).
 
     After the endpoint has finished (its transaction committed or rolled back) the
@@ -73,4 +89,6 @@ def access_context(
     try:
         yield ctx
     finally:
-        ctx.flush()
+        # Async (no thread-pool trip for the many requests with nothing left to write).
+        if ctx.needs_flush():
+            await run_in_threadpool(ctx.flush)

@@ -153,6 +153,18 @@ class TokenVerifier:
     def verify(self, token: str) -> Principal:
         if not token:
             raise Unauthorized("a bearer token is required")
+        kept = self.kept(token)
+        if kept is not None:
+            return kept
+        principal, exp, kid = self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = (principal, exp, kid, time.time())
+        return principal
+
+    def kept(self, token: str) -> Principal | None:
+        """The principal of ``token`` if it was verified lately and is still good, without
+        checking its signature again; None if it must be verified."""
         hit = self._verified.get(token)
         if hit is not None:
             principal, exp, kid, at = hit
@@ -164,11 +176,7 @@ class TokenVerifier:
                     self._jwks is not None or kid in self._keyring.verification_keys()):
                 return principal
             self._verified.pop(token, None)
-        principal, exp, kid = self._verify(token)
-        if len(self._verified) >= VERIFIED_MAX:
-            self._verified.clear()
-        self._verified[token] = (principal, exp, kid, time.time())
-        return principal
+        return None
 
     def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:

@@ -66,18 +66,18 @@ def _source_of(request: Request, conn: Any) -> Source:
     token = _bearer(request)
     if token_source(token) is not None:
         return sources.authenticate_token(conn, token)
-    from usmis.access.deps import current_principal
+    from usmis.access.deps import principal_of
 
-    principal = current_principal(request)
+    principal = principal_of(request)
     if str(principal.role) != "source" or not principal.source_id:
         raise Forbidden("only source systems deliver data through this channel")
     return sources.usable(conn, principal.source_id, "rest")
 
 
 def _admin(request: Request) -> None:
-    from usmis.access.deps import current_principal
+    from usmis.access.deps import principal_of
 
-    principal = current_principal(request)
+    principal = principal_of(request)
     if str(principal.role) != "admin":
         raise Forbidden("the ingest admin API is for role admin")
 
