@@ -181,8 +181,13 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
                                                            datetime | None]]) -> None:
     """Mark many messages done (inbox id, stored, iin_status, event_time): one executemany
     per column set instead of one round trip per message (the pipeline, at batch end)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     ts = now()
+    if conn.dialect.name == "postgresql" and items:
+        ids, stored_, iins, times = zip(*items, strict=True)
+        _FINISH_PG.run(conn, {"ts": ts, "ids": list(ids), "stored": list(stored_),
+                              "iins": list(iins), "times": list(times)})
+        return
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for inbox_id, stored, iin_status, event_time in items:
         values: dict[str, Any] = {"status": "done", "stored": stored, "processed_at": ts}
         if iin_status is not None:
@@ -194,6 +199,15 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
     for names, rows in groups.items():
         conn.execute(_finish_stmt(names), rows)
 
+
+# PostgreSQL: the batch's messages in one statement (an executemany had cost ~20 µs of
+# client CPU a message).  A null IIN status or event time keeps the stored one.
+_FINISH_PG = FastStatement(text(
+    "UPDATE ingest_inbox SET status = 'done', stored = u.stored, processed_at = :ts,"
+    " attempts = attempts + 1, iin_status = coalesce(u.iin, iin_status),"
+    " event_time = coalesce(u.at, event_time)"
+    " FROM unnest(CAST(:ids AS bigint[]), CAST(:stored AS int[]), CAST(:iins AS text[]),"
+    " CAST(:times AS timestamptz[])) AS u(id, stored, iin, at) WHERE ingest_inbox.id = u.id"))
 
 # Built once per column set: every batch runs one (building a statement cost more than
 # running it).
@@ -348,10 +362,14 @@ def list_merges(conn: Connection, after_id: int = 0, limit: int = 1000) -> list[
 Clock = tuple[datetime, int]  # a record's newest applied state: (event time, inbox id)
 
 
+# A primary-key probe per pair: the LIMIT keeps the LATERAL subquery from being flattened
+# into a join, which PostgreSQL planned as a hash join scanning the whole table (11 ms a
+# batch at 40,000 clocks, and growing; 0.4 ms probed).
 _CLOCKS_PG = text(
     "SELECT c.source_id, c.record_key, c.event_time, c.inbox_id"
     " FROM unnest(CAST(:srcs AS text[]), CAST(:keys AS text[])) AS k(s, r)"
-    " JOIN ingest_record_clock c ON c.source_id = k.s AND c.record_key = k.r")
+    " CROSS JOIN LATERAL (SELECT * FROM ingest_record_clock"
+    " WHERE source_id = k.s AND record_key = k.r LIMIT 1) AS c")
 # SQLite does not use an index for a row-value IN (it scans the table): the pairs come as a
 # JSON array joined through json_each, which probes the primary key per pair.
 _CLOCKS_SQLITE = text(
@@ -387,11 +405,24 @@ def newer(clock: Clock | None, event_time: datetime, inbox_id: int) -> bool:
 
 def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None:
     """Upsert the given clocks (the caller holds their records' locks and read them first,
-    so each only moves forward): one executemany of a statement built once per dialect."""
-    if clocks:
+    so each only moves forward): one statement on PostgreSQL, else one executemany."""
+    if clocks and conn.dialect.name == "postgresql":
+        ordered = sorted(clocks.items())
+        _CLOCKS_UPSERT_PG.run(conn, {
+            "srcs": [k[0] for k, _ in ordered], "keys": [k[1] for k, _ in ordered],
+            "times": [c[0] for _, c in ordered], "ids": [c[1] for _, c in ordered]})
+    elif clocks:
         conn.execute(_clock_upsert(conn.dialect.name), [
             {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
             for (src, key), (when, inbox_id) in sorted(clocks.items())])
+
+
+_CLOCKS_UPSERT_PG = FastStatement(text(
+    "INSERT INTO ingest_record_clock (source_id, record_key, event_time, inbox_id)"
+    " SELECT * FROM unnest(CAST(:srcs AS text[]), CAST(:keys AS text[]),"
+    " CAST(:times AS timestamptz[]), CAST(:ids AS bigint[]))"
+    " ON CONFLICT (source_id, record_key) DO UPDATE"
+    " SET event_time = excluded.event_time, inbox_id = excluded.inbox_id"))
 
 
 @cache
