@@ -20,7 +20,6 @@ match, the first in :data:`CATEGORIES` order wins (the most protected first).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -93,19 +92,28 @@ def _norm_icd(code: str) -> str:
     return code.strip().upper().replace(".", "")
 
 
-def _codings(node: Any) -> Iterator[tuple[str, str]]:
-    """Every (system, code) anywhere in a resource (CodeableConcepts and Codings alike)."""
-    if isinstance(node, dict):
-        system, code = node.get("system"), node.get("code")
-        if isinstance(system, str) and isinstance(code, str):
-            yield system, code
-        for key, value in node.items():
-            if key in ("text", "div", "contained", "extension"):
-                continue
-            yield from _codings(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _codings(item)
+_NOT_CODED = frozenset({"text", "div", "contained", "extension"})
+
+
+def _codings(node: Any) -> list[tuple[str, str]]:
+    """Every (system, code) anywhere in a resource (CodeableConcepts and Codings alike), in
+    no particular order.  A loop over a stack: recursive generators cost a frame per level
+    for every value passed up, and this runs on every resource written."""
+    out: list[tuple[str, str]] = []
+    stack = [node]
+    pop, push = stack.pop, stack.append
+    while stack:
+        n = pop()
+        if type(n) is list:
+            stack.extend(n)
+        elif type(n) is dict:
+            code = n.get("code")
+            if type(code) is str and type(system := n.get("system")) is str:
+                out.append((system, code))
+            for k, v in n.items():
+                if (type(v) is dict or type(v) is list) and k not in _NOT_CODED:
+                    push(v)
+    return out
 
 
 # Resource types that carry clinical meaning in their codes (others: never sensitive here).
