@@ -179,8 +179,8 @@ def finish_message(
 
 def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None,
                                                            datetime | None]]) -> None:
-    """Mark many messages done (inbox id, stored, iin_status, event_time): one executemany
-    per column set instead of one round trip per message (the pipeline, at batch end)."""
+    """Mark many messages done (inbox id, stored, iin_status, event_time), at a batch's end:
+    one statement on PostgreSQL; on SQLite one executemany per column set."""
     ts = now()
     if conn.dialect.name == "postgresql" and items:
         ids, stored_, iins, times = zip(*items, strict=True)

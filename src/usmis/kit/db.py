@@ -124,6 +124,8 @@ def unit_of_work(engine: Engine, *, write: bool) -> Iterator[Connection]:
     later fails with "database is locked" when another writer committed in between (its
     snapshot is stale; the busy timeout cannot help).  So write units begin ``IMMEDIATE``:
     they take the write lock up front and wait their turn.  PostgreSQL needs nothing here.
+
+    Work registered with :func:`at_commit` runs after the body, just before the commit.
     """
     with engine.connect() as conn:
         if write and conn.dialect.name == "sqlite":
