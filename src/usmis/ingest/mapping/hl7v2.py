@@ -237,6 +237,8 @@ class Message:
         self.rep, self.comp = self.head.separators[2], self.head.separators[3]
 
     def unescape(self, value: str) -> str:
+        if self.head.esc not in value:  # most values: nothing to unescape
+            return value
         return str(self.head.unescape(value))
 
 
@@ -261,8 +263,8 @@ class Seg:
         r = self.reps(n)
         if rep >= len(r):
             return ""
-        parts = self.comps(r[rep])
-        return parts[k - 1] if k <= len(parts) else ""
+        parts = r[rep].split(self._msg.comp)
+        return self._msg.unescape(parts[k - 1]) if k <= len(parts) else ""
 
 
 def segments(msg: Message, name: str) -> list[Seg]:
