@@ -63,12 +63,33 @@ class Issue:
     code: str = "structure"  # FHIR IssueType: structure | required | value | invalid
 
 
+# What an element's type asks of its JSON value, decided once per element (not per value).
+_STR, _BOOL, _INT, _FLOAT, _PRIMITIVE, _RESOURCE, _OBJECT, _OTHER = range(8)
+
+
+def _kind_of(typ: type) -> int:
+    if typ is str:
+        return _STR
+    if typ is bool:
+        return _BOOL
+    if typ is int:
+        return _INT
+    if typ is float:
+        return _FLOAT
+    if typ in _PRIMITIVE_RE:
+        return _PRIMITIVE
+    if isinstance(typ, type) and issubclass(typ, FHIRAbstractBase):
+        return _RESOURCE if typ is Resource or typ.__name__ == "Resource" else _OBJECT
+    return _OTHER
+
+
 @dataclass(frozen=True, slots=True)
 class _Prop:
     typ: type
     is_list: bool
     choice: str | None
     required: bool
+    kind: int
 
 
 @cache
@@ -102,7 +123,7 @@ def _props(cls: type[FHIRAbstractBase]) -> tuple[dict[str, _Prop], frozenset[str
     props: dict[str, _Prop] = {}
     required_groups: set[str] = set()
     for _name, jsname, typ, is_list, of_many, not_optional in inst.elementProperties():
-        props[jsname] = _Prop(typ, bool(is_list), of_many, bool(not_optional))
+        props[jsname] = _Prop(typ, bool(is_list), of_many, bool(not_optional), _kind_of(typ))
         if not_optional:
             required_groups.add(of_many or jsname)
     return props, frozenset(required_groups)
@@ -170,12 +191,12 @@ def _check_object(
             if not value:
                 out.append(Issue(f"{path}.{key}", "an array must not be empty", "invalid"))
             for i, item in enumerate(value):
-                _check_value(prop.typ, item, f"{path}.{key}[{i}]", out)
+                _check_value(prop, item, f"{path}.{key}[{i}]", out)
         else:
             if isinstance(value, list):
                 out.append(Issue(f"{path}.{key}", "must not be an array", "structure"))
                 continue
-            _check_value(prop.typ, value, f"{path}.{key}", out)
+            _check_value(prop, value, f"{path}.{key}", out)
     for group in required:
         if group not in present and group not in choices:
             name = f"{group}[x]" if any(p.choice == group for p in props.values()) else group
@@ -190,40 +211,43 @@ def _check_primitive_extension(value: Any, path: str, out: list[Issue]) -> None:
             return
 
 
-def _check_value(typ: type, value: Any, path: str, out: list[Issue]) -> None:
-    if typ is str:
+def _check_value(prop: _Prop, value: Any, path: str, out: list[Issue]) -> None:
+    kind = prop.kind
+    if kind == _STR:
         if not isinstance(value, str):
             out.append(Issue(path, "must be a string", "structure"))
         elif not value.strip():
             out.append(Issue(path, "must not be empty or blank", "value"))
         elif CONTROL_RE.search(value):
             out.append(Issue(path, "must not contain control characters", "value"))
-    elif typ is bool:
-        if not isinstance(value, bool):
-            out.append(Issue(path, "must be a boolean", "structure"))
-    elif typ is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            out.append(Issue(path, "must be an integer", "structure"))
-    elif typ is float:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            out.append(Issue(path, "must be a number", "structure"))
-    elif typ in _PRIMITIVE_RE:
-        rx, kind = _PRIMITIVE_RE[typ]
-        if not isinstance(value, str) or not rx.fullmatch(value):
-            out.append(Issue(path, f"is not a valid {kind}", "value"))
-    elif isinstance(typ, type) and issubclass(typ, FHIRAbstractBase):
+    elif kind == _OBJECT:
         if not isinstance(value, dict):
             out.append(Issue(path, "must be an object", "structure"))
             return
-        if typ is Resource or typ.__name__ == "Resource":
-            # contained / Bundle.entry.resource: dispatch on the inner resourceType
-            inner = value.get("resourceType")
-            cls = resource_classes().get(inner) if isinstance(inner, str) else None
-            if cls is None:
-                out.append(Issue(path, "unknown or missing resourceType", "structure"))
-                return
-            _check_object(cls, value, path, out, top=True)
+        _check_object(prop.typ, value, path, out, top=False)
+    elif kind == _PRIMITIVE:
+        rx, label = _PRIMITIVE_RE[prop.typ]
+        if not isinstance(value, str) or not rx.fullmatch(value):
+            out.append(Issue(path, f"is not a valid {label}", "value"))
+    elif kind == _BOOL:
+        if not isinstance(value, bool):
+            out.append(Issue(path, "must be a boolean", "structure"))
+    elif kind == _INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            out.append(Issue(path, "must be an integer", "structure"))
+    elif kind == _FLOAT:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            out.append(Issue(path, "must be a number", "structure"))
+    elif kind == _RESOURCE:
+        if not isinstance(value, dict):
+            out.append(Issue(path, "must be an object", "structure"))
             return
-        _check_object(typ, value, path, out, top=False)
+        # contained / Bundle.entry.resource: dispatch on the inner resourceType
+        inner = value.get("resourceType")
+        cls = resource_classes().get(inner) if isinstance(inner, str) else None
+        if cls is None:
+            out.append(Issue(path, "unknown or missing resourceType", "structure"))
+            return
+        _check_object(cls, value, path, out, top=True)
     else:  # pragma: no cover - fhirclient uses only the types above
         out.append(Issue(path, "unsupported element type", "not-supported"))
