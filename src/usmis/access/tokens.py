@@ -164,7 +164,8 @@ class TokenVerifier:
 
     def kept(self, token: str) -> Principal | None:
         """The principal of ``token`` if it was verified lately and is still good, without
-        checking its signature again; None if it must be verified."""
+        checking its signature again; None if it must be verified; ``Unauthorized`` if
+        it was kept and has expired since."""
         hit = self._verified.get(token)
         if hit is not None:
             principal, exp, kid, at = hit
