@@ -232,7 +232,6 @@ class Message:
         fs = lines[0][3:4] or "|"
         msh = lines[0].split(fs)
         self.head = hl7.parse(f"MSH{fs}{msh[1] if len(msh) > 1 else ''}{fs}")
-        fs = self.head.separators[1]
         self.segments = [[msh[0], fs, *msh[1:]]] + [line.split(fs) for line in lines[1:]]
         self.rep, self.comp = self.head.separators[2], self.head.separators[3]
 
