@@ -79,6 +79,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _outcome(500, "exception", f"internal error (id {error_id})")
 
 
+def serve_app() -> FastAPI:
+    """The app of one ``usmis serve`` worker process (uvicorn's factory): :func:`create_app`
+    with the process's garbage collector quietened (see kit.runtime.quiet_gc)."""
+    from usmis.kit.runtime import quiet_gc
+
+    app = create_app()
+    quiet_gc()
+    return app
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     from sqlalchemy.pool import QueuePool

@@ -72,7 +72,7 @@ def serve(
         upgrade(s.resolved_database_url)
     keyring_for(s.resolved_key_file)  # create the key file (mode 600) before workers race
     uvicorn.run(
-        "usmis.app:create_app", factory=True, host=host, port=port, workers=workers,
+        "usmis.app:serve_app", factory=True, host=host, port=port, workers=workers,
         log_level=s.log_level.lower(),
     )
 

@@ -124,7 +124,9 @@ def ingest_worker(
 ) -> None:
     """Process the inbox (SIGTERM: finish the batch, then exit)."""
     from usmis.ingest.workers import run_worker
+    from usmis.kit.runtime import quiet_gc
 
+    quiet_gc()  # this process is the worker's own
     total = run_worker(_settings(), batch=batch, until_empty=until_empty, handle_signals=True,
                        exit_with_parent=exit_with_parent)
     typer.echo(json.dumps({"processed": total.claimed, "done": total.done, "dead": total.dead,

@@ -183,9 +183,8 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
     one statement on PostgreSQL; on SQLite one executemany per column set."""
     ts = now()
     if conn.dialect.name == "postgresql" and items:
-        ids, stored_, iins, times = zip(*items, strict=True)
-        _FINISH_PG.run(conn, {"ts": ts, "ids": list(ids), "stored": list(stored_),
-                              "iins": list(iins), "times": list(times)})
+        _FINISH_PG.run(conn, {"ts": ts, "rows": orjson.dumps(
+            [{"id": i, "stored": n, "iin": iin, "at": at} for i, n, iin, at in items]).decode()})
         return
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for inbox_id, stored, iin_status, event_time in items:
@@ -201,13 +200,15 @@ def finish_messages(conn: Connection, items: Sequence[tuple[int, int, str | None
 
 
 # PostgreSQL: the batch's messages in one statement (an executemany had cost ~20 µs of
-# client CPU a message).  A null IIN status or event time keeps the stored one.
+# client CPU a message).  A null IIN status or event time keeps the stored one.  The rows
+# travel as one JSON text (orjson, in C): psycopg adapts a list to an array element by
+# element in Python, ~1 µs a text and ~3.5 µs a timestamp — 30 times the JSON's cost.
 _FINISH_PG = FastStatement(text(
     "UPDATE ingest_inbox SET status = 'done', stored = u.stored, processed_at = :ts,"
     " attempts = attempts + 1, iin_status = coalesce(u.iin, iin_status),"
     " event_time = coalesce(u.at, event_time)"
-    " FROM unnest(CAST(:ids AS bigint[]), CAST(:stored AS int[]), CAST(:iins AS text[]),"
-    " CAST(:times AS timestamptz[])) AS u(id, stored, iin, at) WHERE ingest_inbox.id = u.id"))
+    " FROM json_to_recordset(CAST(:rows AS json)) AS u(id bigint, stored int, iin text,"
+    " at timestamptz) WHERE ingest_inbox.id = u.id"))
 
 # Built once per column set: every batch runs one (building a statement cost more than
 # running it).
@@ -364,12 +365,13 @@ Clock = tuple[datetime, int]  # a record's newest applied state: (event time, in
 
 # A primary-key probe per pair: the LIMIT keeps the LATERAL subquery from being flattened
 # into a join, which PostgreSQL planned as a hash join scanning the whole table (11 ms a
-# batch at 40,000 clocks, and growing; 0.4 ms probed).
+# batch at 40,000 clocks, and growing; 0.4 ms probed).  The pairs come as one JSON text on
+# either backend (cheaper to send than arrays: see _FINISH_PG).
 _CLOCKS_PG = text(
     "SELECT c.source_id, c.record_key, c.event_time, c.inbox_id"
-    " FROM unnest(CAST(:srcs AS text[]), CAST(:keys AS text[])) AS k(s, r)"
+    " FROM json_array_elements(CAST(:pairs AS json)) AS k"
     " CROSS JOIN LATERAL (SELECT * FROM ingest_record_clock"
-    " WHERE source_id = k.s AND record_key = k.r LIMIT 1) AS c")
+    " WHERE source_id = k->>0 AND record_key = k->>1 LIMIT 1) AS c")
 # SQLite does not use an index for a row-value IN (it scans the table): the pairs come as a
 # JSON array joined through json_each, which probes the primary key per pair.
 _CLOCKS_SQLITE = text(
@@ -383,11 +385,8 @@ def read_clocks(conn: Connection, keys: Sequence[tuple[str, str]]) -> dict[tuple
     pairs = sorted(set(keys))
     if not pairs:
         return {}
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(_CLOCKS_PG, {"srcs": [p[0] for p in pairs],
-                                         "keys": [p[1] for p in pairs]})
-    else:
-        rows = conn.execute(_CLOCKS_SQLITE, {"pairs": orjson.dumps(pairs).decode()})
+    stmt = _CLOCKS_PG if conn.dialect.name == "postgresql" else _CLOCKS_SQLITE
+    rows = conn.execute(stmt, {"pairs": orjson.dumps(pairs).decode()})
     out: dict[tuple[str, str], Clock] = {}
     for src, key, when, inbox_id in rows:
         if isinstance(when, str):  # SQLite through a text() statement: the stored string
@@ -407,10 +406,9 @@ def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None
     """Upsert the given clocks (the caller holds their records' locks and read them first,
     so each only moves forward): one statement on PostgreSQL, else one executemany."""
     if clocks and conn.dialect.name == "postgresql":
-        ordered = sorted(clocks.items())
-        _CLOCKS_UPSERT_PG.run(conn, {
-            "srcs": [k[0] for k, _ in ordered], "keys": [k[1] for k, _ in ordered],
-            "times": [c[0] for _, c in ordered], "ids": [c[1] for _, c in ordered]})
+        _CLOCKS_UPSERT_PG.run(conn, {"rows": orjson.dumps([
+            {"s": src, "k": key, "t": when, "i": inbox_id}
+            for (src, key), (when, inbox_id) in sorted(clocks.items())]).decode()})
     elif clocks:
         conn.execute(_clock_upsert(conn.dialect.name), [
             {"source_id": src, "record_key": key, "event_time": when, "inbox_id": inbox_id}
@@ -419,8 +417,8 @@ def write_clocks(conn: Connection, clocks: dict[tuple[str, str], Clock]) -> None
 
 _CLOCKS_UPSERT_PG = FastStatement(text(
     "INSERT INTO ingest_record_clock (source_id, record_key, event_time, inbox_id)"
-    " SELECT * FROM unnest(CAST(:srcs AS text[]), CAST(:keys AS text[]),"
-    " CAST(:times AS timestamptz[]), CAST(:ids AS bigint[]))"
+    " SELECT * FROM json_to_recordset(CAST(:rows AS json))"
+    " AS u(s text, k text, t timestamptz, i bigint)"
     " ON CONFLICT (source_id, record_key) DO UPDATE"
     " SET event_time = excluded.event_time, inbox_id = excluded.inbox_id"))
 
