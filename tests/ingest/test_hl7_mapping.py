@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import hl7
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usmis.ingest.mapping import hl7v2
+from usmis.ingest.mapping import common, hl7v2
 from usmis.ingest.mapping.common import IIN_SYSTEM, Reject
 
 from .factories import make_adt, make_iin, make_oru
@@ -164,3 +166,24 @@ def test_field_strings_equal_the_librarys_parse(header: str, body: list[str], se
     assert ours.segments == [[str(f) for f in seg] for seg in theirs]
     assert (ours.rep, ours.comp) == (theirs.separators[2], theirs.separators[3])
     assert [ours.unescape(v) for v in body] == [str(theirs.unescape(v)) for v in body]
+
+
+@given(st.text(), st.text())
+@settings(max_examples=300)
+def test_full_url_is_the_rfc_4122_name_based_uuid(system: str, value: str) -> None:
+    # full_url builds the UUID by hand (speed): it must be exactly uuid5's.
+    want = uuid.uuid5(common._NS, system + "|" + value)
+    assert common.full_url(system, value) == f"urn:uuid:{want}"
+
+
+def test_clinical_times_are_kept_and_still_rejected_when_invalid() -> None:
+    first = common.hl7_datetime("20240301101500", "OBX-14")
+    assert common.hl7_datetime("20240301101500", "OBR-7") is first  # the kept answer
+    assert first[0].startswith("2024-03-01T10:15:00")
+    for bad in ("20240230", "2024x"):
+        for _ in range(2):  # an invalid time is never kept: rejected every time, by field
+            with pytest.raises(Reject) as exc:
+                common.hl7_datetime(bad, "PV1-44")
+            assert exc.value.field == "PV1-44"
+    common.hl7_datetime("19800101", "PID-7", personal=True)
+    assert "19800101" not in common._SEEN_TS  # a birth date is not kept

@@ -149,105 +149,116 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> list[I
     return issues
 
 
+# An element's path, rendered only for an issue: (parent, key) or (parent, key, index) —
+# formatting every element's path up front was a tenth of validating a valid resource.
+Path = str | tuple[Any, ...]
+
+
+def _render(path: Path) -> str:
+    if isinstance(path, str):
+        return path
+    text = f"{_render(path[0])}.{path[1]}"
+    return f"{text}[{path[2]}]" if len(path) > 2 else text
+
+
+def _add(out: list[Issue], path: Path, message: str, code: str) -> None:
+    out.append(Issue(_render(path), message, code))
+
+
 def _check_object(
-    cls: type[FHIRAbstractBase], data: dict[str, Any], path: str, out: list[Issue], top: bool
+    cls: type[FHIRAbstractBase], data: dict[str, Any], path: Path, out: list[Issue], top: bool
 ) -> None:
     props, required = _props(cls)  # type: ignore[arg-type]
     if not data:
-        out.append(Issue(path, "an element must not be empty (R4 json.html)", "invalid"))
+        _add(out, path, "an element must not be empty (R4 json.html)", "invalid")
     choices: set[str] = set()
     present: set[str] = set()
     for key, value in data.items():
         if key == "resourceType":
             if not top:
-                out.append(Issue(f"{path}.resourceType", "unexpected resourceType", "structure"))
+                _add(out, (path, "resourceType"), "unexpected resourceType", "structure")
             continue
         if key.startswith("_") and key[1:] in props:
-            _check_primitive_extension(value, f"{path}.{key[1:]}", out)
+            _check_primitive_extension(value, (path, key[1:]), out)
             present.add(key[1:])
             continue
         prop = props.get(key)
         if prop is None:
-            out.append(Issue(f"{path}.{key}", "unknown element", "structure"))
+            _add(out, (path, key), "unknown element", "structure")
             continue
         if prop.choice is not None:
             if prop.choice in choices:
-                out.append(
-                    Issue(
-                        f"{path}.{key}",
-                        f"only one {prop.choice}[x] choice may be present",
-                        "structure",
-                    )
-                )
+                _add(out, (path, key), f"only one {prop.choice}[x] choice may be present",
+                     "structure")
             choices.add(prop.choice)
         present.add(key)
         if value is None:
-            out.append(Issue(f"{path}.{key}", "null is not allowed", "structure"))
+            _add(out, (path, key), "null is not allowed", "structure")
             continue
         if prop.is_list:
             if not isinstance(value, list):
-                out.append(Issue(f"{path}.{key}", "must be an array", "structure"))
+                _add(out, (path, key), "must be an array", "structure")
                 continue
             if not value:
-                out.append(Issue(f"{path}.{key}", "an array must not be empty", "invalid"))
+                _add(out, (path, key), "an array must not be empty", "invalid")
             for i, item in enumerate(value):
-                _check_value(prop, item, f"{path}.{key}[{i}]", out)
+                _check_value(prop, item, (path, key, i), out)
         else:
             if isinstance(value, list):
-                out.append(Issue(f"{path}.{key}", "must not be an array", "structure"))
+                _add(out, (path, key), "must not be an array", "structure")
                 continue
-            _check_value(prop, value, f"{path}.{key}", out)
+            _check_value(prop, value, (path, key), out)
     for group in required:
         if group not in present and group not in choices:
             name = f"{group}[x]" if any(p.choice == group for p in props.values()) else group
-            out.append(Issue(f"{path}.{name}", "required element is missing", "required"))
+            _add(out, (path, name), "required element is missing", "required")
 
 
-def _check_primitive_extension(value: Any, path: str, out: list[Issue]) -> None:
+def _check_primitive_extension(value: Any, path: Path, out: list[Issue]) -> None:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if item is not None and not isinstance(item, dict):
-            out.append(Issue(path, "primitive extension must be an object", "structure"))
+            _add(out, path, "primitive extension must be an object", "structure")
             return
 
 
-def _check_value(prop: _Prop, value: Any, path: str, out: list[Issue]) -> None:
+def _check_value(prop: _Prop, value: Any, path: Path, out: list[Issue]) -> None:
     kind = prop.kind
     if kind == _STR:
         if not isinstance(value, str):
-            out.append(Issue(path, "must be a string", "structure"))
+            _add(out, path, "must be a string", "structure")
         elif not value.strip():
-            out.append(Issue(path, "must not be empty or blank", "value"))
+            _add(out, path, "must not be empty or blank", "value")
         elif CONTROL_RE.search(value):
-            out.append(Issue(path, "must not contain control characters", "value"))
+            _add(out, path, "must not contain control characters", "value")
     elif kind == _OBJECT:
         if not isinstance(value, dict):
-            out.append(Issue(path, "must be an object", "structure"))
+            _add(out, path, "must be an object", "structure")
             return
         _check_object(prop.typ, value, path, out, top=False)
     elif kind == _PRIMITIVE:
         rx, label = _PRIMITIVE_RE[prop.typ]
         if not isinstance(value, str) or not rx.fullmatch(value):
-            out.append(Issue(path, f"is not a valid {label}", "value"))
+            _add(out, path, f"is not a valid {label}", "value")
     elif kind == _BOOL:
         if not isinstance(value, bool):
-            out.append(Issue(path, "must be a boolean", "structure"))
+            _add(out, path, "must be a boolean", "structure")
     elif kind == _INT:
         if not isinstance(value, int) or isinstance(value, bool):
-            out.append(Issue(path, "must be an integer", "structure"))
+            _add(out, path, "must be an integer", "structure")
     elif kind == _FLOAT:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            out.append(Issue(path, "must be a number", "structure"))
+            _add(out, path, "must be a number", "structure")
     elif kind == _RESOURCE:
         if not isinstance(value, dict):
-            out.append(Issue(path, "must be an object", "structure"))
+            _add(out, path, "must be an object", "structure")
             return
         # contained / Bundle.entry.resource: dispatch on the inner resourceType
         inner = value.get("resourceType")
         cls = resource_classes().get(inner) if isinstance(inner, str) else None
         if cls is None:
-            out.append(Issue(path, "unknown or missing resourceType", "structure"))
+            _add(out, path, "unknown or missing resourceType", "structure")
             return
         _check_object(cls, value, path, out, top=True)
     else:  # pragma: no cover - fhirclient uses only the types above
-        out.append(Issue(path, "unsupported element type", "not-supported"))
+        _add(out, path, "unsupported element type", "not-supported")
