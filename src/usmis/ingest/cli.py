@@ -117,7 +117,7 @@ def _print_nation(r: dict[str, Any]) -> None:
 
 @app.command("ingest-worker")
 def ingest_worker(
-    batch: int = typer.Option(0, help="messages per transaction (0: 50 on PostgreSQL, "
+    batch: int = typer.Option(0, help="messages per transaction (0: 100 on PostgreSQL, "
                                        "5 on SQLite)"),
     until_empty: bool = typer.Option(False, help="exit when nothing is pending"),
     exit_with_parent: bool = typer.Option(False, help="exit when the starting process ends"),

@@ -48,7 +48,9 @@ def run_worker(
     # so its ACKs) from waiting long behind a worker batch, and a short pause after each
     # lets a waiting writer in (SQLite's lock is not fair).
     sqlite = settings.is_sqlite
-    batch = batch or (5 if sqlite else 50)
+    # PostgreSQL: 100 a batch (each batch costs ~20 round trips whatever its size; 100 was
+    # 5–10 % faster than 50 end to end, 200 no faster than 100).
+    batch = batch or (5 if sqlite else 100)
     total = BatchResult()
     failures = 0
     try:

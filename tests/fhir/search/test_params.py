@@ -83,6 +83,12 @@ BLIND = [
     ("Patient", "name=иванова,muller", {"pA", "pB"}),
     ("Patient", "address-city=almaty", {"pA"}),
     ("Patient", "address=abai", {"pA"}),
+    # address = city + country + postal code + state + the rest (stored once each)
+    ("Patient", "address=almaty", {"pA"}),
+    ("Patient", "address=050000", {"pA"}),
+    ("Patient", "address:exact=Almaty", {"pA"}),
+    ("Patient", "address:exact=almaty", set()),
+    ("Patient", "address:missing=true", {"pB", "pC"}),
     ("Patient", "address-postalcode=050000", {"pA"}),
     ("Patient", "birthdate=1990-05-12", {"pA"}),
     ("Patient", "birthdate=1990-05", {"pA"}),
@@ -125,6 +131,9 @@ STRING = [
     ("Organization", "name:contains=_", set()),
     ("Organization", "name:missing=false", {"org1", "org2"}),
     ("Organization", "address-city=алматы", {"org1"}),
+    ("Organization", "address=алматы", {"org1"}),
+    ("Organization", "address=kz", {"org1"}),
+    ("Organization", "address:missing=true", {"org2"}),
     ("Organization", "name:text=x", E400),
 ]
 
