@@ -123,6 +123,7 @@ class _Pending:
     # wrote (or is holding), the records it (re)linked, whether it merged persons.
     prefetched: dict[str, list[Any]] = field(default_factory=dict)
     hashed: dict[str, tuple[MatchRecord, list[str]]] = field(default_factory=dict)  # their keys
+    made_from: dict[str, dict[str, Any]] = field(default_factory=dict)  # hashed records' Patients
     touched_keys: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)
     stale: bool = False
@@ -171,6 +172,7 @@ def batched(conn: Connection, patient_ids: Sequence[str] = (), *,
         for pid, res in wanted.items():
             record = record_from_patient(pid, res)
             pending.hashed[pid] = (record, sorted(set(hashed_keys(keys, record))))
+            pending.made_from[pid] = res
         repo.lock_linking(conn)  # what is read now stays true but for the batch's writes
         pending.locked = True
         pending.prefetched = repo.candidates_many(
@@ -297,7 +299,7 @@ def link_record(
     pending: _Pending | None = conn.info.get(_PENDING)
     known = pending.hashed.pop(record.key, None) if pending is not None else None
     # The keys hashed for the batch's prefetch, if this is the record they were made of.
-    block_keys = known[1] if known and known[0] == record else sorted(
+    block_keys = known[1] if known and (known[0] is record or known[0] == record) else sorted(
         set(hashed_keys(keys, record)))
     if pending is not None and (record.key in pending.patients or prefer_person
                                 or not pending.block_keys.isdisjoint(block_keys)):
@@ -499,7 +501,12 @@ def link_source_patient(conn: Connection, settings: Settings, patient_id: str,
     """
     if resource is None:
         resource = load_patient(conn, settings, patient_id)
-    record = record_from_patient(patient_id, resource)
+    pending: _Pending | None = conn.info.get(_PENDING)
+    known = pending.hashed.get(patient_id) if pending is not None else None
+    if known is not None and pending is not None and pending.made_from.get(patient_id) is resource:
+        record = known[0]  # made of this very Patient when the batch began
+    else:
+        record = record_from_patient(patient_id, resource)
     if resource.get("link"):
         _flush(conn)  # the Patients it names may be waiting in this batch (see batched)
     asserted = [p for p in _linked_patients(conn, settings, resource) if person_of(conn, p)]

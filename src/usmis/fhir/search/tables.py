@@ -8,7 +8,7 @@ Each table has one lookup index (type, param, value...) and one per-resource ind
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, String, Table
+from sqlalchemy import BigInteger, Column, Float, Index, String, Table, text
 
 from usmis.kit.db import metadata
 
@@ -69,7 +69,10 @@ idx_reference = Table(
     Column("id_value", String(255)),
     Index("ix_fhir_idx_reference_lookup", "target_id", "param", "res_type", "target_type"),
     Index("ix_fhir_idx_reference_res", "res_type", "res_id", "param"),
-    Index("ix_fhir_idx_reference_ident", "res_type", "param", "id_value"),
+    # only references that carry an identifier (most do not): migration fhir_search_0003
+    Index("ix_fhir_idx_reference_ident", "res_type", "param", "id_value",
+          postgresql_where=text("id_value IS NOT NULL"),
+          sqlite_where=text("id_value IS NOT NULL")),
 )
 
 idx_quantity = Table(

@@ -1,4 +1,4 @@
-"""fhir_search_0002: index rows written under ``address`` before it became a union."""
+"""Migrations of the search index tables (fhir_search_0002, fhir_search_0003)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,19 @@ def test_rows_of_the_old_address_parameter_stay_searchable(store: Store, databas
     assert ("o1", "address") in _params(store)
     assert ("o1", "~address-other") not in _params(store)
     command.upgrade(cfg, "heads")
+
+
+def test_the_reference_identifier_index_holds_only_identifiers(store: Store) -> None:
+    store.add({"resourceType": "Observation", "id": "ob1", "status": "final",
+               "code": {"text": "x"}, "subject": {"reference": "Patient/p1"},
+               "performer": [{"identifier": {"system": "urn:x", "value": "D-1"}}]})
+    with store.engine.connect() as c:
+        if c.dialect.name == "postgresql":
+            sql = c.execute(text("SELECT indexdef FROM pg_indexes "
+                                 "WHERE indexname = 'ix_fhir_idx_reference_ident'")).scalar_one()
+        else:
+            sql = c.execute(text("SELECT sql FROM sqlite_master "
+                                 "WHERE name = 'ix_fhir_idx_reference_ident'")).scalar_one()
+    assert "id_value IS NOT NULL" in sql
+    assert store.ids("Observation", "performer:identifier=urn:x|D-1") == {"ob1"}
+    assert store.ids("Observation", "subject=Patient/p1") == {"ob1"}
