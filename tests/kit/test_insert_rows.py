@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import (
@@ -87,6 +87,27 @@ def test_every_column_type_round_trips_exactly(database_url: str) -> None:
         assert got[1]["at"] == (at if engine.dialect.name == "postgresql"
                                 else at.replace(tzinfo=None))
         assert float(num.amount) == 12.5
+    finally:
+        _md.drop_all(engine)
+        engine.dispose()
+
+
+_reserved = Table("insert_rows_reserved", _md, Column("k", Integer, primary_key=True),
+                  Column("end", DateTime(timezone=True)), Column("user", String(10)))
+
+
+def test_reserved_words_as_column_names(database_url: str) -> None:
+    # access_care_link has a column named "end": the COPY column list must quote it
+    engine = make_engine(database_url)
+    _md.create_all(engine)
+    at = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            insert_rows(conn, _reserved, [{"k": 1, "end": at, "user": "u"}])
+        with engine.connect() as conn:
+            k, end, user = conn.execute(select(_reserved)).one()
+        assert (k, user) == (1, "u")
+        assert end.replace(tzinfo=end.tzinfo or UTC) == at  # SQLite keeps no offset
     finally:
         _md.drop_all(engine)
         engine.dispose()

@@ -41,7 +41,7 @@ from usmis.access.policy_sql import (
     hashed_function_name,
     probe,
 )
-from usmis.kit.db import FastStatement
+from usmis.kit.db import FastStatement, insert_rows
 
 
 def insert_user(conn: Connection, values: Mapping[str, Any]) -> None:
@@ -95,8 +95,7 @@ def replace_care_links(
 
 
 def insert_care_links(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(t.care_link.insert(), rows)
+    insert_rows(conn, t.care_link, rows)  # COPY on PostgreSQL: an ingest batch has dozens
 
 
 def insert_consent_rules(conn: Connection, rows: list[dict[str, Any]]) -> None:

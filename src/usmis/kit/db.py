@@ -317,8 +317,11 @@ def _copy_types(table: Table, columns: tuple[str, ...]) -> list[int] | None:
 @cache
 def _copy_plan(table: Table, columns: tuple[str, ...]
                ) -> tuple[str, list[int] | None, Callable[[dict[str, Any]], Any]]:
+    from sqlalchemy.dialects import postgresql
+
     types = _copy_types(table, columns)
-    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN" + (
+    quote = postgresql.dialect().identifier_preparer.quote  # type: ignore[no-untyped-call]
+    sql = f"COPY {quote(table.name)} ({', '.join(map(quote, columns))}) FROM STDIN" + (
         " (FORMAT BINARY)" if types else "")
     values = itemgetter(*columns)
     if len(columns) == 1:  # itemgetter of one name gives the value, not a tuple
