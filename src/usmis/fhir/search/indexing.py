@@ -293,7 +293,11 @@ def _plan(resource_type: str) -> _Plan:
 
 
 def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str, list[Row]]:
-    """Index rows of one resource, by table name.  ``resource["id"]`` must be set."""
+    """Index rows of one resource, by table name.  ``resource["id"]`` must be set.
+
+    ``hmac`` is called once per blind value occurrence: name words recur across name,
+    family and given, address parts across address and address-city — callers memoise it
+    (see :func:`usmis.fhir.search.repository.write_index_many`)."""
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         raise ValueError("resource has no id")
@@ -304,20 +308,11 @@ def index_rows(resource_type: str, resource: Json, hmac: BlindIndex) -> dict[str
             els = _walk(resource, steps)
             if els:
                 found.setdefault(pos, []).extend(els)
-    memo: dict[str, str] = {}
-
-    def blind(value: str) -> str:
-        # name words recur across name/family/given and address parts: HMAC each once
-        h = memo.get(value)
-        if h is None:
-            h = memo[value] = hmac(value)
-        return h
-
     out: dict[str, list[Row]] = {}
     for pos in sorted(found):
         p, extract = plan.params[pos]
         rows = out.setdefault(p.table, [])
-        for row in extract(p, found[pos], blind):
+        for row in extract(p, found[pos], hmac):
             row["res_type"] = resource_type
             row["res_id"] = rid
             row["param"] = p.name

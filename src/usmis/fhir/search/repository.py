@@ -58,9 +58,20 @@ def write_index_many(
     """
     by_table: dict[str, list[Row]] = {}
     keys: list[tuple[str, str]] = []
+    memo: dict[str, str] = {}
+
+    def blind(value: str) -> str:
+        # Each value HMAC'd once a call: a resource's name words recur across name, family
+        # and given, and an ingest batch's people share cities, streets and given names.
+        # The memo lives as long as the call (the batch's plaintext is in memory anyway).
+        h = memo.get(value)
+        if h is None:
+            h = memo[value] = hmac(value)
+        return h
+
     for rtype, res in items:
         keys.append((rtype, res["id"]))
-        for table, rows in index_rows(rtype, res, hmac).items():
+        for table, rows in index_rows(rtype, res, blind).items():
             by_table.setdefault(table, []).extend(rows)
     if replace:
         _delete_many(conn, keys)
