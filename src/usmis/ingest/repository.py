@@ -147,17 +147,30 @@ def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     return len(conn.execute(stmt, full).all())
 
 
+@cache
+def _claim(limit: int, window: int) -> Any:
+    q = select(t.inbox).where(t.inbox.c.status == "pending")
+    if window:
+        oldest = (select(func.min(t.inbox.c.id)).where(t.inbox.c.status == "pending")
+                  .scalar_subquery())
+        q = q.where(t.inbox.c.id >= oldest, t.inbox.c.id < oldest + window)
+    return q.order_by(t.inbox.c.id).limit(limit).with_for_update(skip_locked=True)
+
+
 def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
-    """The oldest pending messages, locked for this transaction (PostgreSQL: SKIP LOCKED)."""
-    q = (
-        select(t.inbox)
-        .where(t.inbox.c.status == "pending")
-        .order_by(t.inbox.c.id)
-        .limit(limit)
-    )
-    if skip_locked:
-        q = q.with_for_update(skip_locked=True)
-    return list(conn.execute(q))
+    """The oldest pending messages, locked for this transaction (PostgreSQL: SKIP LOCKED).
+
+    PostgreSQL looks in a window of ids from the oldest pending message on: planned
+    without statistics (a table filling faster than it is analysed, or a plan kept from
+    when it was small), the plain query read and sorted *every* pending message to lock
+    100 — 24 ms with 10,000 waiting, spilling to disk, and growing with the backlog;
+    windowed, 0.2 ms whatever the backlog.  Should the window hold nothing this worker can
+    lock (the others hold it), the plain query answers."""
+    if not skip_locked:
+        return list(conn.execute(select(t.inbox).where(t.inbox.c.status == "pending")
+                                 .order_by(t.inbox.c.id).limit(limit)))
+    rows = list(conn.execute(_claim(limit, max(1000, 20 * limit))))
+    return rows or list(conn.execute(_claim(limit, 0)))
 
 
 def get_message(conn: Connection, inbox_id: int) -> Row[Any] | None:
