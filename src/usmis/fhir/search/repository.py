@@ -66,6 +66,8 @@ def write_index_many(
         # The memo lives as long as the call (the batch's plaintext is in memory anyway).
         h = memo.get(value)
         if h is None:
+            if len(memo) >= 100_000:  # a very large call: bounded, not all kept
+                memo.clear()
             h = memo[value] = hmac(value)
         return h
 
