@@ -238,9 +238,9 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path) -> None:
         t0 = time.perf_counter()
         procs = start_workers(settings, workers)
         try:
-            while True:  # the pending range of the status index, not the whole inbox
+            while True:
                 with engine.connect() as c:
-                    if not repo.pending_count(c):
+                    if not repo.has_pending(c):
                         break
                 time.sleep(0.1)
         finally:
@@ -262,7 +262,7 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path) -> None:
             send_secs, rtts = send(listener.server.port, live, 4)
             while True:
                 with engine.connect() as c:
-                    if not repo.pending_count(c):
+                    if not repo.has_pending(c):
                         break
                 time.sleep(0.2)
         finally:

@@ -1,4 +1,5 @@
-"""claim_pending: the oldest pending messages, each to one worker (PostgreSQL: SKIP LOCKED)."""
+"""claim_pending: the oldest pending messages, each to one worker (PostgreSQL: SKIP LOCKED);
+has_pending."""
 
 from __future__ import annotations
 
@@ -79,3 +80,18 @@ def test_a_claim_reads_a_window_not_the_whole_backlog(engine: Engine) -> None:
         # claim, planned the same way, read all 6,000)
         assert _inbox_rows_read(plan[0]["Plan"]) <= window + 2, plan
         c.rollback()
+
+
+def test_has_pending_agrees_with_the_count(database_url: str) -> None:
+    eng = make_engine(database_url)
+    try:
+        with eng.begin() as c:
+            assert not repo.has_pending(c)
+            _fill(c, 3)
+            assert repo.has_pending(c)
+            assert repo.pending_count(c) == 3
+            c.execute(text("UPDATE ingest_inbox SET status = 'done'"))
+            assert not repo.has_pending(c)
+            assert repo.pending_count(c) == 0
+    finally:
+        eng.dispose()

@@ -263,6 +263,13 @@ def pending_count(conn: Connection) -> int:
                             .where(t.inbox.c.status == "pending")).scalar_one())
 
 
+def has_pending(conn: Connection) -> bool:
+    """Is any message waiting?  Stops at the first (counting 10,000 waiting messages took
+    ~3 ms, a few per cent of a core for a caller polling ten times a second)."""
+    pending = select(t.inbox.c.id).where(t.inbox.c.status == "pending")
+    return bool(conn.execute(select(pending.exists())).scalar_one())
+
+
 # --- files ---------------------------------------------------------------------------------
 
 
