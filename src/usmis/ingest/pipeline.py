@@ -219,12 +219,12 @@ class Pipeline:
                                    if tuple(k.split("?", 1)) not in self._known)
             if buf:
                 flush_index_buffer(conn, self.keys, buf)
-            if deferred:
-                self._link_all(conn, deferred)
             repo.write_clocks(conn, self._moved)
             # The done marks of the batch in one statement, in the batch's own transaction:
             # they commit with the work or not at all, exactly as when set per message.
             repo.finish_messages(conn, done)
+            if deferred:  # last: linking holds a lock other workers' linking waits for
+                self._link_all(conn, deferred)
         return result
 
     def _resolve(self, conn: Connection, held: list[str]) -> dict[tuple[str, str], list[str]]:
