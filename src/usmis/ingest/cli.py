@@ -119,6 +119,8 @@ def _print_nation(r: dict[str, Any]) -> None:
 def ingest_worker(
     batch: int = typer.Option(0, help="messages per transaction (0: 100 on PostgreSQL, "
                                        "5 on SQLite)"),
+    linger: float = typer.Option(-1.0, help="seconds to wait for more after a batch that was "
+                                            "not full (-1: 0.05 on PostgreSQL, 0 on SQLite)"),
     until_empty: bool = typer.Option(False, help="exit when nothing is pending"),
     exit_with_parent: bool = typer.Option(False, help="exit when the starting process ends"),
 ) -> None:
@@ -127,7 +129,8 @@ def ingest_worker(
     from usmis.kit.runtime import quiet_gc
 
     quiet_gc()  # this process is the worker's own
-    total = run_worker(_settings(), batch=batch, until_empty=until_empty, handle_signals=True,
+    total = run_worker(_settings(), batch=batch, linger=None if linger < 0 else linger,
+                       until_empty=until_empty, handle_signals=True,
                        exit_with_parent=exit_with_parent)
     typer.echo(json.dumps({"processed": total.claimed, "done": total.done, "dead": total.dead,
                            "resources": total.resources}))
