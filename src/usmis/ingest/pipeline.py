@@ -69,6 +69,9 @@ class BatchResult:
     # Every claimed message names a record another worker's batch is writing: nothing was
     # done, the messages stay pending; try again shortly (the inbox is not empty).
     busy: bool = False
+    # The claim found fewer pending messages than it could take (not: it left some that
+    # name records another worker holds): the inbox had no more just then.
+    short: bool = False
 
 
 def _map_hl7(raw: bytes, row: Row[Any]) -> Mapped:
@@ -167,6 +170,7 @@ class Pipeline:
         result = BatchResult()
         with unit_of_work(self.engine, write=True) as conn:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
+            result.short = len(rows) < limit
             prepared = [(row, self._prepare(conn, row)) for row in rows]
             held = sorted({k for _, m in prepared if isinstance(m, Mapped)
                            for k in _conditional_keys(m)})

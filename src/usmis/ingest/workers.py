@@ -52,7 +52,7 @@ def run_worker(
     # PostgreSQL: 100 a batch (each batch costs ~20 round trips whatever its size; 100 was
     # 5–10 % faster than 50 end to end, 200 no faster than 100).
     batch = batch or (5 if sqlite else 100)
-    # After a batch that found fewer messages than it could take, wait ``linger`` seconds
+    # After a claim that found fewer messages than it could take, wait ``linger`` seconds
     # for more before claiming again (PostgreSQL: 0.05).  While senders deliver, workers
     # that claimed as soon as they could took ~15 messages a batch and spent their time on
     # each batch's fixed cost; the wait adds at most that much to a message's way to the
@@ -93,7 +93,7 @@ def run_worker(
                 if until_empty:
                     break
                 stop.wait(idle_sleep)
-            elif r.claimed < batch and linger:
+            elif r.short and linger:
                 stop.wait(linger)
     finally:
         engine.dispose()
