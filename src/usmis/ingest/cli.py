@@ -119,8 +119,9 @@ def _print_nation(r: dict[str, Any]) -> None:
 def ingest_worker(
     batch: int = typer.Option(0, help="messages per transaction (0: 100 on PostgreSQL, "
                                        "5 on SQLite)"),
-    linger: float = typer.Option(-1.0, help="seconds to wait for more after a batch that was "
-                                            "not full (-1: 0.05 on PostgreSQL, 0 on SQLite)"),
+    linger: float = typer.Option(-1.0, help="seconds to wait for more after a claim that "
+                                            "found the inbox short (-1: 0.05 on PostgreSQL, "
+                                            "0 on SQLite)"),
     until_empty: bool = typer.Option(False, help="exit when nothing is pending"),
     exit_with_parent: bool = typer.Option(False, help="exit when the starting process ends"),
 ) -> None:

@@ -1,6 +1,6 @@
 """The synthetic nation: 31 source systems' feeds with ground truth (see docs/nation.md).
 
-The generator (and mimesis, ~0.25 s of imports) loads on first use: every ``usmis``
+The generator (and mimesis, ~0.15 s of imports) loads on first use: every ``usmis``
 command imports this package for its CLI, an ingest worker's start-up included.
 """
 
