@@ -29,13 +29,23 @@ def receive(
     *, iin_status: str | None = None,
 ) -> Receipt:
     """Write one message to the inbox (pending, or dead with ``reject``); idempotent."""
-    inbox_id, new = repo.insert_message(conn, _values(settings, msg, reject, iin_status))
-    if new and reject is not None:
-        repo.insert_dead_letter(
-            conn, inbox_id=inbox_id, source_id=msg.source_id, rule=reject.rule,
-            field=reject.field, detail=reject.detail,
-        )
-    return Receipt(inbox_id, new)
+    return receive_group(conn, settings, [(msg, reject, iin_status)])[0]
+
+
+def receive_group(
+    conn: Connection, settings: Settings,
+    items: list[tuple[Incoming, Reject | None, str | None]],
+) -> list[Receipt]:
+    """:func:`receive` of each (message, reject, IIN status), the inbox rows written in
+    one statement on PostgreSQL (a listener's group commit)."""
+    ids = repo.insert_messages(conn, [_values(settings, m, r, iin) for m, r, iin in items])
+    for (msg, reject, _), (inbox_id, new) in zip(items, ids, strict=True):
+        if new and reject is not None:
+            repo.insert_dead_letter(
+                conn, inbox_id=inbox_id, source_id=msg.source_id, rule=reject.rule,
+                field=reject.field, detail=reject.detail,
+            )
+    return [Receipt(i, new) for i, new in ids]
 
 
 def _values(

@@ -129,6 +129,59 @@ def _insert_messages_unnest() -> FastStatement:
 _INSERT_MESSAGES_PG = _insert_messages_unnest()
 
 
+def _upsert_messages_unnest() -> FastStatement:
+    # insert_message for many rows: each row arrives with its number of copies in the
+    # group less one (``extra``); a new row starts with that many duplicates, an existing
+    # one counts all of them.
+    arrays = {"content": "bytea", "dek": "bytea", "event_time": "timestamptz",
+              "received_at": "timestamptz"}
+    cols = ", ".join(_MESSAGE_COLUMNS)
+    return FastStatement(text(
+        f"INSERT INTO ingest_inbox ({cols}, attempts, duplicates) SELECT "
+        + ", ".join("u.context::json" if c == "context" else f"u.{c}" for c in _MESSAGE_COLUMNS)
+        + ", 0, u.extra FROM unnest("
+        + ", ".join(f"CAST(:{c} AS {arrays.get(c, 'text')}[])" for c in _MESSAGE_COLUMNS)
+        + f", CAST(:extra AS integer[])) AS u({cols}, extra)"
+        " ON CONFLICT (source_id, content_hash) DO UPDATE"
+        " SET duplicates = ingest_inbox.duplicates + excluded.duplicates + 1"
+        " RETURNING id, source_id, content_hash, duplicates"))
+
+
+_UPSERT_MESSAGES_PG = _upsert_messages_unnest()
+
+
+def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:
+    """:func:`insert_message` of each row, in one statement on PostgreSQL (a listener's
+    group commit: a statement a message was ~a fifth of the listener's CPU).  A message
+    that comes twice in ``rows`` is new the first time at most, as one at a time."""
+    if conn.dialect.name != "postgresql" or len(rows) < 2:
+        return [insert_message(conn, r) for r in rows]
+    copies: dict[tuple[str, str], int] = {}
+    unique = []
+    for r in rows:
+        key = (r["source_id"], r["content_hash"])
+        if key not in copies:
+            copies[key] = 0
+            unique.append(r)
+        copies[key] += 1
+    params: dict[str, Any] = {c: [r[c] for r in unique] for c in _MESSAGE_COLUMNS}
+    params["context"] = [None if v is None else orjson.dumps(v).decode()
+                         for v in params["context"]]
+    params["extra"] = [copies[(r["source_id"], r["content_hash"])] - 1 for r in unique]
+    stored = {(sid, h): (int(rid), dups) for rid, sid, h, dups in
+              _UPSERT_MESSAGES_PG.run(conn, params)}
+    out = []
+    seen: set[tuple[str, str]] = set()
+    for r in rows:
+        key = (r["source_id"], r["content_hash"])
+        rid, dups = stored[key]
+        # Inserted now: its duplicates are exactly its extra copies (an existing row's
+        # count grew by all of them, past that).
+        out.append((rid, key not in seen and dups == copies[key] - 1))
+        seen.add(key)
+    return out
+
+
 def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Bulk insert (file rows); already-present ones are skipped.  Returns rows inserted."""
     if not rows:

@@ -265,13 +265,10 @@ class MllpServer:
                     j.done.set_result(new)
 
     def _write(self, jobs: list[_Job]) -> list[bool]:
-        out = []
         with transaction(self.engine) as conn:
-            for j in jobs:
-                receipt = inbox.receive(conn, self.settings, j.incoming, j.reject,
-                                        iin_status=j.iin_status)
-                out.append(receipt.new)
-        return out
+            receipts = inbox.receive_group(
+                conn, self.settings, [(j.incoming, j.reject, j.iin_status) for j in jobs])
+        return [r.new for r in receipts]
 
 
 def _cert_fingerprint(writer: asyncio.StreamWriter) -> str | None:
