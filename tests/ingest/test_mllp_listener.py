@@ -9,6 +9,7 @@ from hl7.client import MLLPClient
 from sqlalchemy import Engine, select
 
 from usmis.ingest import tables as t
+from usmis.ingest.model import peer_allowed
 from usmis.kit.db import transaction
 
 from .conftest import Listener
@@ -136,3 +137,14 @@ def test_unreadable_msh_is_kept_for_the_source_its_connection_authenticated_as(
         dl = c.execute(select(t.dead_letter)).one()._mapping
     assert (dl["rule"], dl["source_id"], dl["inbox_id"]) == ("structure", "his-test",
                                                              rows[1]["id"])
+
+
+def test_the_peer_allow_list_takes_addresses_and_networks() -> None:
+    allow = ["10.1.2.3", "192.168.0.0/24", "not-an-address"]
+    assert peer_allowed("10.1.2.3", allow)
+    assert peer_allowed("192.168.0.77", allow)
+    assert not peer_allowed("192.168.1.1", allow)
+    assert not peer_allowed("garbage", allow)
+    assert not peer_allowed("10.1.2.3", [])
+    allow.append("192.168.1.0/24")  # the list as it is now, never a remembered answer
+    assert peer_allowed("192.168.1.1", allow)
