@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import Engine, select
 
 from usmis.config import Settings
@@ -9,12 +11,15 @@ from usmis.ingest import inbox
 from usmis.ingest import tables as t
 from usmis.ingest.mapping.common import Reject
 from usmis.ingest.model import Incoming
+from usmis.ingest.sealing import unseal
 from usmis.kit.db import transaction
+
+WHEN = datetime(2024, 3, 1, 10, 30, tzinfo=UTC)
 
 
 def _msg(body: str) -> Incoming:
     return Incoming(source_id="his-test", channel="mllp", format="hl7v2",
-                    message_id=body, raw=body.encode())
+                    message_id=body, raw=body.encode(), event_time=WHEN)
 
 
 def _rows(engine: Engine) -> dict[int, tuple[str, int]]:
@@ -46,6 +51,11 @@ def test_a_group_counts_repeats_within_it_and_against_the_inbox(
         iin = c.execute(select(t.inbox.c.iin_status).where(t.inbox.c.id == b)).scalar_one()
     assert [tuple(r) for r in dead] == [(c1, "PID-3")]  # one dead letter, not two
     assert iin == "valid"
+    with engine.connect() as c:  # what was written reads back: sealed content, times
+        row = c.execute(select(t.inbox).where(t.inbox.c.id == d)).one()
+    assert unseal(settings, row) == b"D"
+    assert row.message_id == "D"
+    assert row.event_time.replace(tzinfo=row.event_time.tzinfo or UTC) == WHEN
     with transaction(engine) as c:  # the whole group again: nothing new, each counted
         again = inbox.receive_group(c, settings, [(_msg(x), None, None) for x in "ABD"])
     assert [(r.inbox_id, r.new) for r in again] == [(a, False), (b, False), (d, False)]
