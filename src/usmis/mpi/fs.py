@@ -17,12 +17,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Literal
 
 from usmis.mpi.model import COMPARISONS, NULL
+
+if TYPE_CHECKING:  # numpy (~0.15 s to import) is for training; linking never needs it
+    import numpy as np
+    import numpy.typing as npt
 
 Decision = Literal["link", "review", "new"]
 
@@ -141,6 +142,8 @@ def default_model() -> FSModel:
 
 def patterns(gammas: Iterable[Sequence[int]]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64]]:
     """Distinct comparison vectors and how often each occurs."""
+    import numpy as np
+
     arr = np.asarray(list(gammas), dtype=np.int8)
     if arr.size == 0:
         return np.zeros((0, len(COMPARISONS)), dtype=np.int8), np.zeros(0, dtype=np.int64)
@@ -183,6 +186,8 @@ U_FLOOR_DEFAULT = 1e-5
 
 def estimate_u(random_gammas: Iterable[Sequence[int]]) -> list[list[float]]:
     """u from comparisons of random record pairs, almost all of which are non-matches."""
+    import numpy as np
+
     pats, counts = patterns(random_gammas)
     u = level_frequencies(pats, counts.astype(np.float64))
     for k, (name, n_levels) in enumerate(COMPARISONS):
@@ -206,6 +211,8 @@ def em(
     Keeping u fixed from random pairs is Splink's approach too: on blocked pairs the
     non-matches are not a random sample, so their level frequencies would bias u.
     """
+    import numpy as np
+
     model = start or default_model()
     m = [list(r) for r in model.m]
     uu = [list(r) for r in u]
