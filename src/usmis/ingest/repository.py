@@ -111,29 +111,12 @@ def insert_message(conn: Connection, values: dict[str, Any]) -> tuple[int, bool]
     return int(row[0]), row[1] == 0
 
 
-def _insert_messages_unnest() -> FastStatement:
-    # One array per column: one short statement, converted and planned once, whatever the
-    # number of rows (SQLAlchemy's multi-row VALUES was a new statement of 13 parameters a
-    # row, re-parsed by the driver each time: ~100 µs of client CPU a row).
-    arrays = {"content": "bytea", "dek": "bytea", "event_time": "timestamptz",
-              "received_at": "timestamptz"}
-    cols = ", ".join(_MESSAGE_COLUMNS)
-    return FastStatement(text(
-        f"INSERT INTO ingest_inbox ({cols}, attempts, duplicates) SELECT "
-        + ", ".join("u.context::json" if c == "context" else f"u.{c}" for c in _MESSAGE_COLUMNS)
-        + ", 0, 0 FROM unnest("
-        + ", ".join(f"CAST(:{c} AS {arrays.get(c, 'text')}[])" for c in _MESSAGE_COLUMNS)
-        + f") AS u({cols}) ON CONFLICT (source_id, content_hash) DO NOTHING RETURNING id"))
-
-
-_INSERT_MESSAGES_PG = _insert_messages_unnest()
-
-
-def _upsert_messages_json() -> FastStatement:
-    # insert_message for many rows, given as one JSON array (bytes as hex): psycopg dumps
-    # a list parameter element by element in Python, 13 of them were a tenth of a
-    # listener's CPU.  Each row comes with its number of copies in the group less one
-    # (``extra``): a new row starts with that many duplicates, an existing one counts all.
+def _messages_from_json(on_conflict: str, returning: str) -> FastStatement:
+    # Many inbox rows in one statement, given as one JSON array (bytes as hex, each row with
+    # an ``extra``: its copies in the batch less one).  One short statement, converted and
+    # planned once whatever the number of rows (SQLAlchemy's multi-row VALUES re-parsed 13
+    # parameters a row: ~100 µs of client CPU a row; one array a column, as psycopg dumps a
+    # list element by element in Python, was still a tenth of a listener's CPU).
     types = {"content": "text", "dek": "text", "context": "json", "event_time": "timestamptz",
              "received_at": "timestamptz"}
     cols = ", ".join(_MESSAGE_COLUMNS)
@@ -143,12 +126,21 @@ def _upsert_messages_json() -> FastStatement:
                     for c in _MESSAGE_COLUMNS)
         + ", 0, r.extra FROM json_to_recordset(CAST(:rows AS json)) AS r("
         + ", ".join(f"{c} {types.get(c, 'text')}" for c in _MESSAGE_COLUMNS)
-        + ", extra integer) ON CONFLICT (source_id, content_hash) DO UPDATE"
-        " SET duplicates = ingest_inbox.duplicates + excluded.duplicates + 1"
-        " RETURNING id, source_id, content_hash, duplicates"))
+        + f", extra integer) ON CONFLICT (source_id, content_hash) {on_conflict}"
+        f" RETURNING {returning}"))
 
 
-_UPSERT_MESSAGES_PG = _upsert_messages_json()
+def _json_rows(rows: Sequence[dict[str, Any]], extra: Sequence[int]) -> str:
+    return orjson.dumps([{
+        **r, "content": r["content"].hex(), "dek": r["dek"].hex() if r["dek"] else None,
+        "extra": n} for r, n in zip(rows, extra, strict=True)]).decode()
+
+
+_INSERT_MESSAGES_PG = _messages_from_json("DO NOTHING", "id")
+# An existing row counts every copy; a new one starts with its extra copies as duplicates.
+_UPSERT_MESSAGES_PG = _messages_from_json(
+    "DO UPDATE SET duplicates = ingest_inbox.duplicates + excluded.duplicates + 1",
+    "id, source_id, content_hash, duplicates")
 
 
 def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[int, bool]]:
@@ -165,9 +157,8 @@ def insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tu
             copies[key] = 0
             unique.append(r)
         copies[key] += 1
-    batch = orjson.dumps([{
-        **r, "content": r["content"].hex(), "dek": r["dek"].hex() if r["dek"] else None,
-        "extra": copies[(r["source_id"], r["content_hash"])] - 1} for r in unique]).decode()
+    batch = _json_rows(unique, [copies[(r["source_id"], r["content_hash"])] - 1
+                                for r in unique])
     stored = {(sid, h): (int(rid), dups) for rid, sid, h, dups in
               _UPSERT_MESSAGES_PG.run(conn, {"rows": batch})}
     out = []
@@ -187,10 +178,7 @@ def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
-        params: dict[str, Any] = {c: [r[c] for r in rows] for c in _MESSAGE_COLUMNS}
-        params["context"] = [None if v is None else orjson.dumps(v).decode()
-                             for v in params["context"]]
-        return len(_INSERT_MESSAGES_PG.run(conn, params))
+        return len(_INSERT_MESSAGES_PG.run(conn, {"rows": _json_rows(rows, [0] * len(rows))}))
     stmt = _insert(conn, t.inbox).on_conflict_do_nothing(
         index_elements=["source_id", "content_hash"]
     ).returning(t.inbox.c.id)
