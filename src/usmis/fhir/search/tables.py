@@ -3,9 +3,7 @@
 No foreign key to STORE's resource table: index rows belong to the current version and are
 replaced/deleted by STORE's write path through :mod:`usmis.fhir.search.repository`.
 Each table has one lookup index (type, param, value...) and one per-resource index
-(type, id, param) for probing a candidate and for replacing a resource's rows — on
-PostgreSQL a hash index of ``res_id`` instead (migration ``fhir_search_0004``: less than
-half the cost to insert; the migrations, not these declarations, make the schema).
+(type, id, param) for probing a candidate and for replacing a resource's rows.
 """
 
 from __future__ import annotations
