@@ -72,7 +72,7 @@ def test_a_claim_reads_a_window_not_the_whole_backlog(engine: Engine) -> None:
     # pending message to lock a few.  The windowed one reads at most its window.
     with engine.connect() as c:
         _fill(c, 6000)
-        window = max(1000, 20 * 10)  # what claim_pending uses for 10 a batch
+        window = repo.claim_window(10)
         stmt = repo._claim(10, window)
         sql = stmt.compile(dialect=c.dialect, compile_kwargs={"literal_binds": True})
         plan = c.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")).scalar_one()

@@ -188,14 +188,20 @@ def insert_messages_bulk(conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     return len(conn.execute(stmt, full).all())
 
 
+def claim_window(limit: int) -> int:
+    """How many ids from the oldest pending one a claim of ``limit`` looks at first."""
+    return max(1000, 20 * limit)
+
+
 @cache
-def _claim(limit: int, window: int) -> Any:
+def _claim(limit: int, window: int, lock: bool = True) -> Any:
     q = select(t.inbox).where(t.inbox.c.status == "pending")
     if window:
         oldest = (select(func.min(t.inbox.c.id)).where(t.inbox.c.status == "pending")
                   .scalar_subquery())
         q = q.where(t.inbox.c.id >= oldest, t.inbox.c.id < oldest + window)
-    return q.order_by(t.inbox.c.id).limit(limit).with_for_update(skip_locked=True)
+    q = q.order_by(t.inbox.c.id).limit(limit)
+    return q.with_for_update(skip_locked=True) if lock else q
 
 
 def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Row[Any]]:
@@ -208,9 +214,8 @@ def claim_pending(conn: Connection, limit: int, *, skip_locked: bool) -> list[Ro
     windowed, 0.2 ms whatever the backlog.  Should the window hold nothing this worker can
     lock (the others hold it), the plain query answers."""
     if not skip_locked:
-        return list(conn.execute(select(t.inbox).where(t.inbox.c.status == "pending")
-                                 .order_by(t.inbox.c.id).limit(limit)))
-    rows = list(conn.execute(_claim(limit, max(1000, 20 * limit))))
+        return list(conn.execute(_claim(limit, 0, lock=False)))
+    rows = list(conn.execute(_claim(limit, claim_window(limit))))
     return rows or list(conn.execute(_claim(limit, 0)))
 
 
