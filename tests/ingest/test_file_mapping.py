@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from usmis.ingest.mapping import files
 from usmis.ingest.mapping.common import IIN_SYSTEM, Reject
@@ -113,6 +115,11 @@ def test_ndjson_and_quoted_multiline_csv_are_split_into_records() -> None:
     assert [n for n, _ in rows] == [2, 4]
     out = files.map_row(rows[0][1], header, m, "x")
     assert out.bundle["entry"][0]["resource"]["name"] == "two\nlines"
+    # quotes in a quoted field, and a multi-line one with an escaped quote
+    header, rows = files.split_file(b'id,name\n1,"a ""b"", c"\n2,"x\n""y""\nz"\n3,w\n', m)
+    assert [n for n, _ in rows] == [2, 3, 6]
+    assert files.map_row(rows[1][1], header, m, "x").bundle["entry"][0]["resource"][
+        "name"] == 'x\n"y"\nz'
     nd = files.parse_mapping({"read": {"format": "ndjson"}, "resource": [
         {"type": "Organization", "key": "$id", "body": {"name": "$name"}}]}, "x")
     _, rows = files.split_file(b'{"id": "a", "name": "A"}\n\n{"id": "b"}\n', nd)
@@ -214,3 +221,32 @@ def test_templates_compile_once_and_render_each_row_fresh() -> None:
     with pytest.raises(Reject) as err:
         row("", "x", "", "")
     assert (err.value.rule, err.value.field) == ("required", "id")
+
+
+@given(st.lists(st.sampled_from(["ok", 'Ivan"ov', '"open', 'x"', '""', '"a""b"']),
+                min_size=1, max_size=8), st.integers(0, 7))
+def test_a_stray_quote_never_takes_the_rows_after_it(values: list[str], bad: int) -> None:
+    """One row with a quote out of place stays one record: every other line is its own
+    row (a quote counted as opening a field swallowed the rest of the file)."""
+    m = files.parse_mapping({"read": {"format": "csv"}, "resource": [
+        {"type": "Organization", "key": "$id", "body": {"name": "$name"}}]}, "x")
+    lines = [f"{i},plain{i}" for i in range(8)]
+    lines[bad] = f"{bad}," + "".join(values)
+    header, rows = files.split_file(("id,name\n" + "\n".join(lines) + "\n").encode(), m)
+    numbers = [n for n, _ in rows]
+    good = [i + 2 for i in range(8) if i != bad]
+    assert set(good) <= set(numbers)  # every good line is a row that starts on its line
+    for n, raw in rows:
+        if n != bad + 2:
+            assert raw == lines[n - 2].encode()
+
+
+def test_an_unclosed_quote_is_one_dead_row_and_the_file_goes_on() -> None:
+    m = files.parse_mapping({"read": {"format": "csv"}, "resource": [
+        {"type": "Organization", "key": "$id", "body": {"name": "$name"}}]}, "x")
+    body = b'id,name\n1,"never closed\n' + b"".join(b"%d,n%d\n" % (i, i) for i in range(2, 80))
+    header, rows = files.split_file(body, m)
+    assert [n for n, _ in rows] == list(range(2, 81))
+    assert rows[0][1] == b'1,"never closed'
+    assert files.map_row(rows[5][1], header, m, "x").bundle["entry"][0]["resource"][
+        "name"] == "n6"

@@ -179,9 +179,39 @@ def parse_mapping(doc: dict[str, Any], source_id: str) -> FileMapping:
 # --- splitting a file into rows ------------------------------------------------------------
 
 
+# A quoted field that runs on over more physical lines than this is taken as a broken
+# record (a quote never closed), not as one field holding the rest of the file.
+MAX_FIELD_LINES = 50
+
+
+def _ends_inside(line: bytes, delim: int, inside: bool) -> bool:
+    """Whether a CSV record is inside a quoted field at the end of ``line``, given whether
+    it was at its start.  A quote opens a quoted field only at the start of a field (a
+    quote within an unquoted value is a character); ``""`` in a quoted field is a quote."""
+    field_start, i, n = True, 0, len(line)
+    while i < n:
+        c = line[i]
+        if inside:
+            if c == 0x22:
+                if i + 1 < n and line[i + 1] == 0x22:
+                    i += 2
+                    continue
+                inside = False
+                field_start = False
+        elif c == 0x22 and field_start:
+            inside = True
+        else:
+            field_start = c == delim
+        i += 1
+    return inside
+
+
 def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[tuple[int, bytes]]]:
     """(header, [(line number, raw row)]).  Rows stay bytes so a badly encoded row fails
-    alone; line numbers are 1-based physical lines (the header is line 1)."""
+    alone; line numbers are 1-based physical lines (the header is line 1).  A quoted CSV
+    field may span lines; one whose quote is never closed (within MAX_FIELD_LINES) leaves
+    its first line alone as the record — a dead letter — and the lines after it are rows
+    of their own: one bad row never takes the rest of its file with it."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if m.format == "json" and data.lstrip()[:1] == b"[":
@@ -191,21 +221,26 @@ def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[tupl
             doc = None
         if isinstance(doc, list):
             return None, [(i + 1, orjson.dumps(x)) for i, x in enumerate(doc)]
+    lines = data.split(b"\n")
+    quoted = m.format in {"csv", "tsv"}
+    delim = ord(m.delimiter) if len(m.delimiter) == 1 else -1
     rows: list[tuple[int, bytes]] = []
-    pending: tuple[int, bytes] | None = None
-    for n, line in enumerate(data.split(b"\n"), start=1):
-        line = line.rstrip(b"\r")
-        start = n
-        if pending is not None:
-            start, line = pending[0], pending[1] + b"\n" + line
-            pending = None
-        if m.format in {"csv", "tsv"} and line.count(b'"') % 2 == 1:
-            pending = (start, line)  # a quoted field continues on the next line
-            continue
+    n = 0
+    while n < len(lines):
+        start, line = n, lines[n].rstrip(b"\r")
+        n += 1
+        # (an even number of quotes closes what it opens in well-formed CSV: read fast)
+        if quoted and line.count(b'"') % 2 and _ends_inside(line, delim, False):
+            parts, inside, k = [line], True, n
+            while inside and k < len(lines) and k - start < MAX_FIELD_LINES:
+                more = lines[k].rstrip(b"\r")
+                parts.append(more)
+                inside = _ends_inside(more, delim, True) if b'"' in more else True
+                k += 1
+            if not inside:  # else: never closed, the first line alone
+                line, n = b"\n".join(parts), k
         if line.strip():
-            rows.append((start, line))
-    if pending is not None and pending[1].strip():
-        rows.append(pending)
+            rows.append((start + 1, line))
     if m.format in {"ndjson", "json"}:
         return None, rows
     if not rows:
