@@ -6,8 +6,9 @@ Per source it compares
 - messages processed into the store (inbox ``done``) with the ground truth's well-formed
   records (exact re-sends are deduplicated by the inbox and not counted twice),
 - dead letters with the malformed records,
-- stored Patients with the distinct patient ids the source used,
-- for FHIR sources, stored resources per type with the types the bundles carried,
+- stored Patients with the distinct patient ids the source used (no more of them),
+- for FHIR sources, stored resources per type with the records of that type the bundles
+  carried (exactly as many),
 
 and that nothing is left pending and no source record is stored twice.
 """
@@ -119,10 +120,10 @@ def reconcile(conn: Connection, nation_dir: Path) -> dict[str, Any]:
         if "patients" in e:
             row["patients_expected"] = e["patients"]
             row["patients_stored"] = a.get("type:Patient", 0)
-        for k, v in e.items():
-            if k.startswith("type:") and k != "type:Patient":
-                row[f"{k[5:]}_expected"] = v
-                row[f"{k[5:]}_stored"] = a.get(k, 0)
+        types = sorted(k[5:] for k in e if k.startswith("type:") and k != "type:Patient")
+        for rtype in types:
+            row[f"{rtype}_expected"] = e[f"type:{rtype}"]
+            row[f"{rtype}_stored"] = a.get(f"type:{rtype}", 0)
         row["rejects_expected"] = exp_rej.get(src, {})
         row["rejects"] = act_rej.get(src, {})
         table[src] = row
@@ -136,6 +137,12 @@ def reconcile(conn: Connection, nation_dir: Path) -> dict[str, Any]:
                             "malformed records")
         if row["pending"]:
             problems.append(f"{src}: {row['pending']} still pending")
+        # Each of these records is its own resource (a Bundle's Patient is not: many
+        # Bundles name one patient, counted below), so the store holds exactly as many.
+        for rtype in types:
+            if row[f"{rtype}_stored"] != row[f"{rtype}_expected"]:
+                problems.append(f"{src}: {row[f'{rtype}_stored']} {rtype} resources stored "
+                                f"for {row[f'{rtype}_expected']} records")
         # More Patients than the source has patient ids would be duplicates.  Fewer can be
         # right: the ground truth counts a source's local ids even when no delivered record
         # uses one (seen with duplicate local ids of one person that never got a record).
