@@ -363,7 +363,7 @@ def bench_rest_and_files(settings: Settings, engine: Any, nation: Path) -> None:
     import httpx
 
     srcs = {s.id: s for s in read_nation(nation)}
-    tokens = register_nation(engine, list(srcs.values()))
+    tokens, _ = register_nation(engine, list(srcs.values()))
     lines = [ln for ln in srcs["ehr_kmis"].files[0].read_bytes().split(b"\n") if ln.strip()]
     half = len(lines) // 2
     headers = {"Authorization": f"Bearer {tokens['ehr_kmis']}"}

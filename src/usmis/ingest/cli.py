@@ -107,6 +107,8 @@ def ingest(
 
 def _print_nation(r: dict[str, Any]) -> None:
     typer.echo(f"sources: {r['sources']}   delivered: {r['delivered']}")
+    if r["disabled"]:
+        typer.echo(f"not sent (source disabled): {', '.join(r['disabled'])}")
     typer.echo(f"MLLP ACKs: {r['acks']}   REST: {r['rest_status']}")
     typer.echo(f"inbox: {r['inbox']}")
     typer.echo(f"resources stored: {r['resources']} in {r['seconds']} s "

@@ -76,6 +76,13 @@ def set_source_enabled(conn: Connection, source_id: str, enabled: bool) -> bool:
     return bool(res.rowcount)
 
 
+def set_source_token_hash(conn: Connection, source_id: str, token_hash: str) -> bool:
+    res = conn.execute(
+        update(t.source).where(t.source.c.id == source_id).values(token_hash=token_hash)
+    )
+    return bool(res.rowcount)
+
+
 # --- inbox ---------------------------------------------------------------------------------
 
 

@@ -127,6 +127,7 @@ class NationReport:
     seconds: float = 0.0
     resources_per_second: float = 0.0
     workers: int = 0
+    disabled: list[str] = field(default_factory=list)  # registered but disabled: not sent
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -145,11 +146,27 @@ def read_nation(nation_dir: Path) -> list[NationSource]:
     return out
 
 
-def register_nation(engine: Engine, nation: list[NationSource]) -> dict[str, str]:
-    """Register every source; returns the REST tokens of the FHIR sources."""
+def register_nation(engine: Engine, nation: list[NationSource]
+                    ) -> tuple[dict[str, str], set[str]]:
+    """Register the nation's sources that are not registered yet; returns the REST tokens
+    of the FHIR sources and the ids of those that are registered but disabled.
+
+    A source registered before keeps its registration as it is — enabled or not, its MLLP
+    peers, secret and certificate, its mapping — except that a FHIR source gets a new REST
+    token (the loader posts as that source and cannot know the old one): so load a
+    synthetic nation only into a database whose sources of those ids are synthetic too.
+    A disabled source's records are not delivered."""
     tokens: dict[str, str] = {}
+    disabled: set[str] = set()
     with transaction(engine) as conn:
         for s in nation:
+            known = repo.get_source(conn, s.id)
+            if known is not None:
+                if not known.enabled:
+                    disabled.add(s.id)
+                elif "rest" in known.channels:
+                    tokens[s.id] = sources.reissue_token(conn, s.id)
+                continue
             if s.channel == "mllp":
                 channels, formats = ["mllp", "file"], ["hl7v2"]
             elif s.channel == "fhir":
@@ -161,7 +178,7 @@ def register_nation(engine: Engine, nation: list[NationSource]) -> dict[str, str
                                        channels=channels, formats=formats)
             if creds.token:
                 tokens[s.id] = creds.token
-    return tokens
+    return tokens, disabled
 
 
 def _free_port() -> int:
@@ -340,10 +357,12 @@ def ingest_nation(
     lock = threading.Lock()
     n_workers = workers or (1 if settings.is_sqlite else 2)
     report.workers = n_workers
-    if progress:
-        progress("delivered", 0, count_records(nation))
     try:
-        tokens = register_nation(engine, nation)
+        tokens, disabled = register_nation(engine, nation)
+        report.disabled = sorted(disabled)
+        nation = [s for s in nation if s.id not in disabled]
+        if progress:
+            progress("delivered", 0, count_records(nation))
         procs = start_workers(settings, n_workers)
         try:
             with mllp_listener(settings, engine) as mllp, rest_server(settings, engine) as url:

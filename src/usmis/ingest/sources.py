@@ -75,6 +75,15 @@ def add_source(
     return creds
 
 
+def reissue_token(conn: Connection, source_id: str) -> str:
+    """A new REST API token for a source (the old one stops working); nothing else of
+    its registration changes."""
+    token = new_token(source_id)
+    if not repo.set_source_token_hash(conn, source_id, sha256_hex(token.encode())):
+        raise NotFound(f"unknown source {source_id!r}")
+    return token
+
+
 def get(conn: Connection, source_id: str) -> Source:
     s = repo.get_source(conn, source_id)
     if s is None:
