@@ -68,9 +68,11 @@ def make_oru(
     unit: str = "mmol/L",
     value_type: str = "NM",
     event_time: str = "20240302090000",
+    version: str = "2.5",
 ) -> str:
     return "\r".join([
-        f"MSH|^~\\&|{source}|{source}-FAC|USMIS|KZ|{event_time}||ORU^R01^ORU_R01|{control}|P|2.5",
+        f"MSH|^~\\&|{source}|{source}-FAC|USMIS|KZ|{event_time}||ORU^R01^ORU_R01|{control}|P|"
+        f"{version}",
         f"PID|1||{patient}^^^{source}^MR||Тестова^Анна||19900202|F",
         f"OBR|1|{order}|{order}|24323-8^Metabolic panel^LN|||{event_time}"
         + "|" * 18 + "F",

@@ -62,7 +62,7 @@ def test_sigkill_listener_and_worker_loses_and_duplicates_nothing(
 
     def start(name: str) -> None:
         cmd = (usmis + ["mllp", "serve", "--port", str(port)] if name == "listener"
-               else usmis + ["ingest-worker"])
+               else usmis + ["ingest-worker", "--batch", "10"])  # batches end mid-work
         procs[name] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
 
@@ -70,14 +70,32 @@ def test_sigkill_listener_and_worker_loses_and_duplicates_nothing(
     start("worker")
     _wait_port(port)
 
-    # Extracts and FHIR bundle files go in through the file channel before the storm; the
-    # worker is killed while it processes them.
+    # Extracts and FHIR bundle files go in through the file channel during the storm, a
+    # few before each of the worker's kills, which waits until the worker is through part
+    # of them; HL7 goes over MLLP, paced so that the sending lasts through the listener's.
     with engine.connect() as conn:
         srcs = {s.id: s for s in repo.list_sources(conn)}
-    for s in nation:
-        if s.channel != "mllp":
-            for f in s.files:
-                load_file(engine, settings, srcs[s.id], f)
+    extracts = [(srcs[s.id], f) for s in nation if s.channel != "mllp" for f in s.files]
+
+    def processed() -> tuple[bool, int]:
+        with engine.connect() as conn:
+            counts = repo.inbox_counts(conn)
+        return counts.get("pending", 0) > 0, counts.get("done", 0) + counts.get("dead", 0)
+
+    def worker_busy() -> bool:
+        """Give the worker work, wait till it has done some of it: is some still left?"""
+        rows = 0
+        while extracts and rows < 40:
+            rows += load_file(engine, settings, *extracts.pop(0)).records
+        pending, before = processed()
+        until = time.monotonic() + 20
+        while pending and time.monotonic() < until:
+            pending, now = processed()
+            if now > before:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.05))
+        return processed()[0]
 
     sent = {"n": 0}
     failure: list[BaseException] = []
@@ -91,22 +109,31 @@ def test_sigkill_listener_and_worker_loses_and_duplicates_nothing(
                         for msg in hl7v2.split_messages(f.read_bytes()):
                             sender.send(msg)
                             sent["n"] += 1
+                            time.sleep(0.3)
             sender.close()
         except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 
+    rng = random.Random(4)
     sender = threading.Thread(target=send_all)
     sender.start()
-    rng = random.Random(4)
     kills = {"listener": 0, "worker": 0}
+    mid_work = {"listener": 0, "worker": 0}  # kills while it had work
     victim = "worker"
+    deadline = time.monotonic() + 180
     try:
-        while sender.is_alive() or min(kills.values()) < 5:
-            time.sleep(rng.uniform(0.2, 0.8))
+        while (sender.is_alive() or extracts or min(kills.values()) < 5) \
+                and time.monotonic() < deadline:
             victim = "listener" if victim == "worker" else "worker"
+            if victim == "listener":
+                time.sleep(rng.uniform(0.2, 0.8))
+                busy = sender.is_alive()
+            else:
+                busy = worker_busy()
             os.kill(procs[victim].pid, signal.SIGKILL)
             procs[victim].wait()
             kills[victim] += 1
+            mid_work[victim] += busy
             start(victim)
             if victim == "listener":
                 _wait_port(port)
@@ -117,7 +144,7 @@ def test_sigkill_listener_and_worker_loses_and_duplicates_nothing(
                 p.kill()
                 p.wait()
     assert not failure, failure
-    assert min(kills.values()) >= 5
+    assert min(mid_work.values()) >= 5, (kills, mid_work)
     assert sent["n"] > 0
     # What the killed workers left pending is processed by a fresh one.
     run_worker(settings, until_empty=True)

@@ -140,6 +140,20 @@ def test_ack_err_segment_names_segment_and_field() -> None:
     assert segs[2].startswith("ERR|PID^1^7^102&Data type error&HL70357|PID^1^7|102^")
 
 
+@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5.1"])
+def test_versions_2_3_to_2_5_map_alike_and_are_answered_in_their_version(version: str) -> None:
+    iin = make_iin()
+    for make in (lambda **k: make_adt(iin=iin, **k), make_oru):
+        ours = hl7v2.map_message(make(version=version).encode(), "s")
+        assert ours.bundle == hl7v2.map_message(make(version="2.5").encode(), "s").bundle
+    raw = make_adt(birth="19871301", version=version).encode()
+    with pytest.raises(Reject) as err:
+        hl7v2.map_message(raw, "s")
+    segs = hl7v2.ack(hl7v2.read_header(raw), "AE", err.value).decode().strip("\r").split("\r")
+    assert segs[0].endswith(f"|P|{version}")
+    assert segs[2].startswith("ERR|PID^1^7^102&")  # ERR-1, which v2.3 and v2.4 read
+
+
 def test_batch_files_split_framed_and_newline_separated() -> None:
     a, b = make_adt(control="A"), make_adt(control="B")
     framed = b"".join(b"\x0b" + m.encode() + b"\x1c\r" for m in (a, b))
