@@ -63,3 +63,46 @@ def test_sources_ingest_report_and_deadletters(env: Settings, tmp_path: Path) ->
 def _last_json(output: str) -> dict[str, object]:
     start = output.index("{")
     return json.loads(output[start:])  # type: ignore[no-any-return]
+
+
+def test_a_new_source_is_one_mapping_file_and_a_folder_loads(env: Settings, tmp_path: Path
+                                                             ) -> None:
+    """The 31st source: a mapping file of its own (JSON extracts here, an array and JSON
+    lines), registered with ``sources add --mapping``, a folder ingested in one command."""
+    mapping = tmp_path / "clinic_new.toml"
+    mapping.write_text("""
+[read]
+format = "json"
+date_formats = ["%d/%m/%Y"]
+
+[row]
+id = "$code"
+event_time = "$opened|date"
+
+[[resource]]
+type = "Organization"
+key = "$code"
+required = true
+[resource.body]
+name = "$title|required"
+""", encoding="utf-8")
+    out = json.loads(_run("sources", "add", "clinic_new", "--name", "New clinic", "--kind",
+                          "clinic", "--channel", "file", "--format", "json", "--mapping",
+                          str(mapping)))
+    assert out["id"] == "clinic_new"
+    listed = json.loads(_run("sources", "list", "--format", "json"))
+    assert [s["mapping"] for s in listed if s["id"] == "clinic_new"] == [str(mapping)]
+    assert "New clinic" in _run("sources", "show", "clinic_new")
+    folder = tmp_path / "extracts"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps([
+        {"code": "C1", "title": "Clinic one", "opened": "01/02/2024"},
+        {"code": "C2", "title": "Clinic two", "opened": "03/02/2024"}]), encoding="utf-8")
+    (folder / "b.json").write_text(
+        json.dumps({"code": "C3", "title": "Clinic three", "opened": "05/02/2024"}) + "\n"
+        + '{"code": "C4", "title": \n', encoding="utf-8")
+    _run("ingest", str(folder), "--source", "clinic_new")
+    q = json.loads(_run("sources", "report", "--format", "json"))["clinic_new"]
+    assert q["by_status"] == {"done": 3, "dead": 1}
+    assert q["resources"] >= 3
+    assert [r["rule"] for r in q["rejects"]] == ["json"]
