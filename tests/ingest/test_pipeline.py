@@ -128,6 +128,50 @@ def test_later_update_wins_even_if_it_arrives_first(
     assert patient["name"][0]["family"] == "Новая"
 
 
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_a_record_written_by_id_keeps_its_latest_state_whatever_the_order(
+    engine: Engine, settings: Settings, tmp_path: Any, one_batch: bool
+) -> None:
+    """Reference data written ``PUT Type/id`` (tariffs, payments) is ordered by the source's
+    time as conditional updates are: an older row arriving later changes nothing."""
+    from usmis.ingest import sources
+    from usmis.ingest.channels.files import load_file
+
+    mapping = tmp_path / "tariffs.toml"
+    mapping.write_text("""
+[read]
+format = "csv"
+[row]
+id = "$code"
+event_time = "$as_of|date"
+[[resource]]
+type = "ChargeItemDefinition"
+key = "$code"
+put_by = "id"
+[resource.body]
+url = "https://usmis.kz/cs/tariff/{$code}"
+status = "active"
+title = "$name"
+""", encoding="utf-8")
+    with transaction(engine) as conn:
+        sources.add_source(conn, source_id="reg_t", name="Tariffs", kind="registry",
+                           channels=["file"], formats=["csv"], mapping=str(mapping))
+        src = sources.get(conn, "reg_t")
+    rows = [("2024-03-05", "newest"), ("2024-03-01", "older"), ("2024-03-03", "middle")]
+    for i, (as_of, name) in enumerate(rows):
+        path = tmp_path / f"t{i}.csv"
+        path.write_text(f"code,as_of,name\nT1,{as_of},{name}\nT{i + 2},{as_of},{name}\n",
+                        encoding="utf-8")
+        load_file(engine, settings, src, path)
+        if not one_batch:
+            Pipeline(settings, engine).drain()
+    assert Pipeline(settings, engine).drain().dead == 0
+    tariffs = {t["url"].rsplit("/", 1)[1]: t for t in
+               _resources(engine, settings, "ChargeItemDefinition")}
+    assert sorted(tariffs) == ["T1", "T2", "T3", "T4"]  # one resource per record
+    assert tariffs["T1"]["title"] == "newest"
+
+
 def test_bad_message_goes_to_dead_letters_and_does_not_block_others(
     hl7_sources: dict[str, str], engine: Engine, settings: Settings
 ) -> None:

@@ -173,7 +173,7 @@ class Pipeline:
             result.short = len(rows) < limit
             prepared = [(row, self._prepare(conn, row)) for row in rows]
             held = sorted({k for _, m in prepared if isinstance(m, Mapped)
-                           for k in _conditional_keys(m)})
+                           for k in _record_locks(m)})
             # The records' locks, without waiting (outside any savepoint: held until the
             # batch commits).  A message whose record another worker's batch holds is
             # left pending for a later batch — waiting for it serialised the workers
@@ -182,12 +182,12 @@ class Pipeline:
             got = try_lock_keys(conn, held)
             if len(got) < len(held):
                 prepared = [(row, m) for row, m in prepared if not isinstance(m, Mapped)
-                            or got.issuperset(_conditional_keys(m))]
+                            or got.issuperset(_record_locks(m))]
                 if not prepared:
                     result.busy = True
                     return result
                 held = sorted({k for _, m in prepared if isinstance(m, Mapped)
-                               for k in _conditional_keys(m)})
+                               for k in _record_locks(m)})
             result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
@@ -233,7 +233,7 @@ class Pipeline:
 
     def _resolve(self, conn: Connection, held: list[str]) -> dict[tuple[str, str], list[str]]:
         """What the batch's ``identifier=`` conditional keys match now, in one query."""
-        pairs = [(k.split("?", 1)[0], k.split("?", 1)[1]) for k in held]
+        pairs = [(k.split("?", 1)[0], k.split("?", 1)[1]) for k in held if "?" in k]
         return FhirService(conn, self.keys, SystemAccess()).resolve_ids(
             [p for p in pairs if p[1].startswith("identifier=")])
 
@@ -348,8 +348,13 @@ class Pipeline:
         targets = []
         for i, e in enumerate(entries):
             if i in keys and keys[i] not in newest:
-                # A later state of this record is already stored: keep it.
-                rtype, _, query = e["request"]["url"].partition("?")
+                # A later state of this record is already stored: keep it (the entry only
+                # names it, for the bundle's references).
+                url = e["request"]["url"]
+                rtype, _, query = url.partition("?")
+                if not query:  # by id
+                    rtype, _, rid = url.partition("/")
+                    query = f"_id={rid}"
                 e["request"] = {"method": "POST", "url": rtype, "ifNoneExist": query}
                 continue
             if e.get("fullUrl"):
@@ -383,10 +388,11 @@ class Pipeline:
         return written, [p for p in patients if p], learned, moved
 
     def _record_keys(self, row: Row[Any], mapped: Mapped) -> dict[int, str]:
-        """The record clock keys of a message's conditional updates, by entry index."""
+        """The record clock keys of a message's updates (conditional, or by id), by entry
+        index."""
         return {i: record_key(self.settings, row.source_id, e["request"]["url"])
                 for i, e in enumerate(mapped.bundle["entry"])
-                if e["request"]["method"] == "PUT" and "?" in e["request"]["url"]}
+                if e["request"]["method"] == "PUT"}
 
     def _learned(self, entries: list[dict[str, Any]], responses: list[dict[str, Any]]
                  ) -> dict[tuple[str, str], list[str]]:
@@ -482,6 +488,16 @@ def _reads_back(mapped: Mapped, written: set[str]) -> bool:
     if any((e.get("request") or {}).get("method") in ("GET", "HEAD", "DELETE") for e in entries):
         return True
     return _CONDITIONAL_REF.search(orjson.dumps(mapped.bundle)) is not None
+
+
+def _record_locks(mapped: Mapped) -> list[str]:
+    """The locks a message's records are written under: its conditional keys, and the
+    ``Type/id`` of each update by id (so that two workers never write one record at once,
+    and its clock orders them)."""
+    return _conditional_keys(mapped) + [
+        str(e["request"]["url"]) for e in mapped.bundle.get("entry", [])
+        if (e.get("request") or {}).get("method") == "PUT"
+        and "?" not in str(e["request"].get("url", ""))]
 
 
 def _deletes(mapped: Mapped) -> bool:
