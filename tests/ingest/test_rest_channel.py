@@ -279,3 +279,30 @@ def test_a_post_waiting_for_the_database_does_not_hold_up_the_server(
     with engine.connect() as c:
         (dups,) = c.execute(select(t.inbox.c.duplicates)).one()
     assert dups == 1
+
+
+def test_a_source_writes_to_fhir_with_its_own_api_token(
+    client: TestClient, token: str, engine: Engine, settings: Settings
+) -> None:
+    """The synchronous FHIR API takes a source's REST API token as it takes a source JWT:
+    what it writes is recorded as that source's; a disabled source or a wrong secret is
+    refused."""
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    r = client.post("/fhir/Organization", headers=auth,
+                    content=orjson.dumps({"resourceType": "Organization", "name": "Clinic"}))
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    from usmis.fhir import tables as ft
+
+    with engine.connect() as conn:
+        stored = conn.execute(select(ft.resource.c.source_id).where(
+            ft.resource.c.id == rid)).scalar_one()
+    assert stored == "ehr-test"
+    wrong = token.rsplit(".", 1)[0] + ".not-the-secret"
+    r = client.get(f"/fhir/Organization/{rid}", headers={"Authorization": f"Bearer {wrong}"})
+    assert r.status_code == 401
+    assert r.json()["resourceType"] == "OperationOutcome"
+    with transaction(engine) as conn:
+        sources.set_enabled(conn, "ehr-test", False)
+    r = client.get(f"/fhir/Organization/{rid}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403

@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fastapi import Depends, Request
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from usmis.access.context import RequestAccess
-from usmis.access.model import Principal
+from usmis.access.model import DEFAULT_SCOPES, Principal, Role, parse_scopes
 from usmis.access.tokens import TokenVerifier
 from usmis.config import Settings
 from usmis.kit.errors import Unauthorized
@@ -49,9 +50,36 @@ def principal_of(request: Request) -> Principal:
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    principal = verifier_for(request).verify(bearer_token(request))
+    token = bearer_token(request)
+    if token.startswith("src."):
+        principal = _source_principal(request, token)
+    else:
+        principal = verifier_for(request).verify(token)
     request.state.principal = principal
     return principal
+
+
+def _source_principal(request: Request, token: str) -> Principal:
+    """A source system's own REST API token (``usmis sources add``) on the FHIR API: the
+    principal of role source that a ``source`` JWT would give, checked against the source
+    registry on every request (a disabled source is refused at once)."""
+    from usmis.ingest import sources
+
+    with _engine(request).connect() as conn:
+        src = sources.authenticate_token(conn, token)
+    return Principal(subject=f"source:{src.id}", role=Role.SOURCE, source_id=src.id,
+                     scopes=parse_scopes(DEFAULT_SCOPES[Role.SOURCE]))
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine | None = getattr(request.app.state, "engine", None)
+    if engine is None:
+        from usmis.kit.db import make_engine
+
+        settings: Settings = getattr(request.app.state, "settings", None) or Settings()
+        engine = make_engine(settings.resolved_database_url)
+        request.app.state.engine = engine
+    return engine
 
 
 async def current_principal(request: Request) -> Principal:
@@ -78,13 +106,7 @@ async def access_context(
     context writes what must outlive a rollback: denial audit entries, guard state.
     """
     settings: Settings = getattr(request.app.state, "settings", None) or Settings()
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        from usmis.kit.db import make_engine
-
-        engine = make_engine(settings.resolved_database_url)
-        request.app.state.engine = engine
-    ctx = RequestAccess(principal, settings, engine,
+    ctx = RequestAccess(principal, settings, _engine(request),
                         spool=getattr(request.app.state, "audit_spool", None))
     try:
         yield ctx
