@@ -5,6 +5,8 @@ Each domain owns its commands in ``usmis/<domain>/cli.py``; they are merged here
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from usmis.access import cli as access_cli
@@ -51,6 +53,31 @@ def db_upgrade() -> None:
     s.ensure_data_dir()
     upgrade(s.resolved_database_url)
     typer.echo("database is up to date")
+
+
+@db_app.command("reindex")
+def db_reindex(
+    resource_type: Annotated[list[str] | None, typer.Option(
+        "--type", help="only these resource types (repeat); default: all")] = None,
+) -> None:
+    """Write the search index of every stored resource again (after fhir_search_0004)."""
+    from rich.progress import Progress
+
+    from usmis.fhir.reindex import reindex
+    from usmis.kit.crypto import keyring_for
+    from usmis.kit.db import make_engine
+
+    s = Settings()
+    engine = make_engine(s.resolved_database_url)
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task("reindexing", total=None)
+            n = reindex(engine, keyring_for(s.resolved_key_file), types=resource_type or None,
+                        progress=lambda rtype, k: bar.update(
+                            task, advance=k, description=f"reindexing {rtype}"))
+    finally:
+        engine.dispose()
+    typer.echo(f"reindexed {n} resources")
 
 
 @app.command()

@@ -60,7 +60,8 @@ def population(n: int, seed: int = 7) -> list[Citizen]:
 
 
 def person_bundle(c: Citizen, i: int) -> dict[str, Any]:
-    """Patient + Encounter + Observation (contained Patient) + Coverage + Claim."""
+    """Patient + Encounter + Observation (contained Patient) + Coverage + Claim, and a
+    Condition, an Observation and a DocumentReference whose free text names the patient."""
     p, e, cov = (f"urn:uuid:00000000-0000-4000-8000-{i:06d}{k:06d}" for k in (1, 2, 3))
     display = f"{c.family} {c.given}"
     patient = {
@@ -110,9 +111,27 @@ def person_bundle(c: Citizen, i: int) -> dict[str, Any]:
         "priority": {"coding": [{"code": "normal"}]},
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": cov}}],
     }
+    # free text that names the patient, where a clinician might write it
+    condition = {
+        "resourceType": "Condition", "subject": {"reference": p},
+        "code": {"text": f"complaint of {display}"},
+        "onsetString": f"{display} says: since the spring",
+        "abatementString": f"{c.family} recovered",
+    }
+    note = {
+        "resourceType": "Observation", "status": "final", "subject": {"reference": p},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2",
+                             "display": f"height of {display}"}]},
+        "valueString": f"{c.family} {c.given} stood straight",
+    }
+    letter = {
+        "resourceType": "DocumentReference", "status": "current", "subject": {"reference": p},
+        "description": f"Discharge letter of {display}",
+        "content": [{"attachment": {"contentType": "text/plain", "title": f"{c.family}"}}],
+    }
     entries = []
     for full, res in ((p, patient), (e, encounter), (None, observation), (cov, coverage),
-                      (None, claim)):
+                      (None, claim), (None, condition), (None, note), (None, letter)):
         entry: dict[str, Any] = {"resource": res,
                                  "request": {"method": "POST", "url": res["resourceType"]}}
         if full:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 
 from usmis.config import Settings
+from usmis.fhir.search.normalize import fold
 from usmis.kit.db import make_engine
 
 from .population import IIN, person_bundle, population
@@ -19,7 +20,9 @@ def _needles(n: int) -> dict[bytes, str]:
     out: dict[bytes, str] = {}
     for c in population(n):
         out[c.iin.encode()] = "iin"
-        out[c.family.encode()] = "surname"
+        # as written, and as a search index would fold it (lower case, accents dropped)
+        for form in (c.family, c.family.lower(), fold(c.family)):
+            out[form.encode()] = "surname"
         out[c.phone.encode()] = "phone"
         out[c.phone.lstrip("+").encode()] = "phone digits"
     return out
@@ -55,6 +58,19 @@ def test_no_identity_in_raw_database(client: TestClient, settings: Settings) -> 
     assert r.json()["total"] >= 1
     r = client.get("/fhir/Patient", params={"phone": people[5].phone})
     assert r.json()["total"] == 1
+    # free text is stored blind and still found by whole words (any case), not by parts
+    who = people[6]
+    for rtype, query in (("Observation", {"value-string": f"{who.family.upper()} stood"}),
+                         ("Observation", {"code:text": f"height {who.given}"}),
+                         ("Condition", {"onset-info": who.given}),
+                         ("DocumentReference", {"description": f"letter {who.family}"})):
+        r = client.get(f"/fhir/{rtype}", params={**query, "patient": patient_ids[6]})
+        assert r.json()["total"] == 1, (rtype, query)
+    r = client.get("/fhir/Observation", params={"value-string": who.family[:3],
+                                                "patient": patient_ids[6]})
+    assert r.json()["total"] == 0
+    r = client.get("/fhir/Observation", params={"value-string:contains": who.family})
+    assert r.status_code == 400
     client.app.state.engine.dispose()
     if settings.is_sqlite:  # fold the WAL in too, so both file images are scanned
         eng = make_engine(settings.resolved_database_url)

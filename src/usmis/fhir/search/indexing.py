@@ -208,8 +208,19 @@ def _x_token(p: SearchParam, els: list[Json], hmac: BlindIndex) -> Iterable[Row]
             yield {
                 "system": clip(system) if isinstance(system, str) else None,
                 "code": clip(code),
-                "text": clip(fold(text)) if text else None,
+                "text": blind_text(text, hmac) if text else None,
             }
+
+
+# A token's display text may name a person (a CodeableConcept.text "pulse of <name>"): it is
+# stored as the keyed HMACs of its first TEXT_WORDS words, 16 hex characters each, for
+# ``:text`` to match whole words.
+TEXT_WORDS = 15
+
+
+def blind_text(text: str, hmac: BlindIndex) -> str | None:
+    hs = [hmac("tw:" + w)[:16] for w in list(dict.fromkeys(words(text)))[:TEXT_WORDS]]
+    return " ".join(hs) or None
 
 
 def _x_uri(p: SearchParam, els: list[Json], hmac: BlindIndex) -> Iterable[Row]:

@@ -12,7 +12,8 @@ Reference targets restrict what is indexed (``patient`` = ``subject`` pointing a
 
 Privacy: for the person types (Patient, Practitioner, RelatedPerson, Person) the identifying
 parameters are *blind*: their values are stored only as keyed HMACs of normalised values.
-Every ``identifier`` parameter is blind on every type (an IIN may sit on a Claim or Coverage).
+Every ``identifier`` parameter is blind on every type (an IIN may sit on a Claim or Coverage),
+and so is free text that may name a person (``FREE_TEXT``; and a token's display text).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ TABLE_OF_TYPE = {
 }
 
 PERSON_TYPES = frozenset({"Patient", "Practitioner", "RelatedPerson", "Person"})
+# Free text of clinical and claim resources may name a person ("pulse of <name>"): these
+# string parameters are blind on every type, as names are (whole words, case- and
+# accent-insensitive, or :exact).  A token's display text is kept blind too (indexing).
+FREE_TEXT = frozenset(
+    {"abatement-string", "onset-info", "value-string", "description", "disposition"}
+)
 # On person types every non-reference parameter is blind except these (allow-list, so a
 # parameter added later is private by default).
 NOT_IDENTIFYING = frozenset(
@@ -568,7 +575,7 @@ def _compile(rtype: str, spec: str) -> dict[str, SearchParam]:
             paths.extend(_parse_path(p, ptype))
         blind = name == "identifier" or (
             rtype in PERSON_TYPES and ptype != "reference" and name not in NOT_IDENTIFYING
-        )
+        ) or (ptype == "string" and name in FREE_TEXT)
         table = "fhir_idx_token" if blind else TABLE_OF_TYPE[ptype]
         out[name] = SearchParam(rtype, name, ptype, tuple(paths), targets, blind, table=table)
     return _alias(out)

@@ -105,8 +105,12 @@ class ValueParser:
         if modifier == "text":
             if p.blind:
                 raise bad(f"':text' is not supported on '{p.name}' (stored blind)", name)
-            pat = "%" + _like_escape(fold(unescape(raw))) + "%"
-            return lambda i: i.c.text.like(pat, escape="\\")
+            # the display text is stored as its words' keyed HMACs (indexing.blind_text):
+            # every word asked for must be there
+            hs = [self.hmac("tw:" + w)[:16] for w in dict.fromkeys(words(unescape(raw)))]
+            if not hs:
+                raise bad("empty value", name)
+            return lambda i: and_(*(i.c.text.like(f"%{h}%") for h in hs))
         if p.type == "uri":
             v = unescape(raw)
             if modifier == "below":
