@@ -172,10 +172,15 @@ def test_history_levels_and_metadata(client: TestClient) -> None:
     types = {r["type"]: r for r in meta["rest"][0]["resource"]}
     assert "Observation" in types
     assert "AuditEvent" in types
-    assert {i["code"] for i in types["AuditEvent"]["interaction"]} == {
-        "read", "vread", "history-instance", "history-type", "search-type"}
+    assert {i["code"] for i in types["AuditEvent"]["interaction"]} == {"read", "search-type"}
+    assert not types["AuditEvent"]["updateCreate"]
+    from usmis.audit.endpoints import SEARCH_PARAMS
+
+    assert {p["name"] for p in types["AuditEvent"]["searchParam"]} == {
+        n for n in SEARCH_PARAMS if not n.startswith("_")}
     obs_params = {p["name"] for p in types["Observation"]["searchParam"]}
-    assert {"patient", "code", "_id", "_lastUpdated"} <= obs_params
+    assert {"patient", "code", "_id", "_lastUpdated", "_tag", "_source"} <= obs_params
+    assert "Observation:patient" in types["Observation"]["searchInclude"]
 
 
 def test_conditional_creates_that_find_their_resources_answer_with_their_versions(

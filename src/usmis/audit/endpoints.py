@@ -92,6 +92,11 @@ def _date_bounds(values: list[str]) -> tuple[str | None, str | None]:
     return since, until
 
 
+# What the audit log is searched by (the CapabilityStatement lists these).
+SEARCH_PARAMS = frozenset({"patient", "agent", "subtype", "date", "emergency", "_count",
+                           "_offset"})
+
+
 @router.get("/fhir/AuditEvent")
 def search_audit_events(request: Request, p: Principal = PRINCIPAL) -> Response:
     if p.role not in (Role.AUDITOR, Role.PATIENT):
@@ -100,11 +105,19 @@ def search_audit_events(request: Request, p: Principal = PRINCIPAL) -> Response:
         raise Forbidden("the token's scopes do not permit searching AuditEvent")
     q = request.query_params
     settings = _settings(request)
+    unknown = sorted(set(q.keys()) - SEARCH_PARAMS)
+    if unknown:  # ignored, it would answer an unfiltered list as if filtered
+        raise BadRequest(f"AuditEvent is searched by {', '.join(sorted(SEARCH_PARAMS))} "
+                         f"only, not {unknown[0]}", expression=[unknown[0]])
     try:
         count = min(int(q.get("_count", "50")), 500)
-        offset = max(int(q.get("_offset", "0")), 0)
+        offset = int(q.get("_offset", "0"))
     except ValueError:
         raise BadRequest("_count and _offset must be integers", expression=["_count"]) from None
+    if count < 0 or offset < 0:
+        raise BadRequest("_count and _offset must not be negative", expression=["_count"])
+    if q.get("emergency", "true") not in ("true", "false"):
+        raise BadRequest("emergency is true or false", expression=["emergency"])
     since, until = _date_bounds(q.getlist("date"))
     with unit_of_work(_engine(request), write=True) as conn:
         patients: list[str] | None = None

@@ -11,35 +11,65 @@ from usmis.fhir.validation import resource_classes
 
 _RW = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type",
        "create", "search-type"]
-_RO = ["read", "vread", "history-instance", "history-type", "search-type"]
 _COMMON_SEARCH = [
     {"name": "_id", "type": "token"},
     {"name": "_lastUpdated", "type": "date"},
+    {"name": "_tag", "type": "token"},
+    {"name": "_security", "type": "token"},
+    {"name": "_profile", "type": "uri"},
+    {"name": "_source", "type": "uri"},
 ]
+# The audit log (usmis.audit.endpoints) serves read and search by these (SEARCH_PARAMS
+# there; a test holds the two lists equal); its entries have no versions or history.
+_AUDIT_SEARCH = [
+    {"name": "patient", "type": "reference"},
+    {"name": "agent", "type": "string"},
+    {"name": "subtype", "type": "token"},
+    {"name": "date", "type": "date"},
+    {"name": "emergency", "type": "token"},
+]
+_AUDIT = {
+    "type": "AuditEvent",
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "conditionalCreate": False,
+    "conditionalUpdate": False,
+    "conditionalDelete": "not-supported",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "searchParam": _AUDIT_SEARCH,
+    "documentation": "the tamper-evident audit log, read-only: auditors, and patients "
+                     "about themselves",
+}
 
 
 @cache
 def _resources() -> list[dict[str, Any]]:
     out = []
     for rtype in sorted(resource_classes()):
+        if rtype in READ_ONLY_TYPES:
+            assert rtype == "AuditEvent"
+            out.append(_AUDIT)
+            continue
         params = indexing.searchable_params(rtype)
         search = [
             {"name": name, "type": getattr(p, "type", None) or getattr(p, "ptype", "string")}
             for name, p in sorted(params.items())
             if not name.startswith("_")
         ]
+        refs = [x["name"] for x in search if x["type"] == "reference"]
         entry: dict[str, Any] = {
             "type": rtype,
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": rtype not in READ_ONLY_TYPES,
-            "conditionalUpdate": rtype not in READ_ONLY_TYPES,
-            "conditionalDelete": "single" if rtype not in READ_ONLY_TYPES else "not-supported",
-            "interaction": [
-                {"code": c} for c in (_RO if rtype in READ_ONLY_TYPES else _RW)
-            ],
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "interaction": [{"code": c} for c in _RW],
             "searchParam": _COMMON_SEARCH + search,
+            "searchInclude": ["*", *(f"{rtype}:{r}" for r in refs)],
+            "searchRevInclude": ["*"],
         }
         if rtype in CORE_TYPES:
             entry["documentation"] = "full support: R4 search parameters of this type"

@@ -138,7 +138,10 @@ def _instant_param(params: dict[str, str], name: str) -> datetime | None:
         text += "-01-01"
     elif len(text) == 7:
         text += "-01"
-    ts = datetime.fromisoformat(text)
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:  # the right shape, not a real time (2024-02-31, 24:00)
+        raise BadRequest(f"{name} is not a real date and time", expression=[name]) from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return ts
