@@ -38,7 +38,11 @@ def test_create_read_update_delete_with_history(client: TestClient) -> None:
     assert r.status_code == 200
     assert "active" not in r.json()
 
-    r = client.delete(f"/fhir/Patient/{pid}")
+    # a delete If-Match a stale version: 412, nothing deleted; the current one: deleted
+    r = client.delete(f"/fhir/Patient/{pid}", headers={"If-Match": 'W/"1"'})
+    assert r.status_code == 412
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+    r = client.delete(f"/fhir/Patient/{pid}", headers={"If-Match": 'W/"2"'})
     assert r.status_code == 204
     r = client.get(f"/fhir/Patient/{pid}")
     assert r.status_code == 410

@@ -17,7 +17,7 @@ from usmis.fhir.search.service import search
 from usmis.fhir.service import FhirService
 from usmis.kit.crypto import Keyring
 from usmis.kit.db import unit_of_work
-from usmis.kit.errors import BadRequest
+from usmis.kit.errors import PreconditionFailed
 
 from .conftest import make_patient
 
@@ -98,7 +98,7 @@ def test_duplicates_still_refuse_a_conditional_update(engine: Any, keys: Keyring
         svc = FhirService(conn, keys)
         svc.create(_patient("d1"))
         svc.create(_patient("d1"))
-        with pytest.raises(BadRequest):
+        with pytest.raises(PreconditionFailed):
             svc.transaction({"resourceType": "Bundle", "type": "transaction",
                              "entry": [_put("d1"), _put("d9")]})
 

@@ -17,7 +17,7 @@ import orjson
 from usmis.fhir import model
 from usmis.fhir.service import FhirService, StoredVersion, WriteResult, parse_etag
 from usmis.fhir.validation import is_resource_type
-from usmis.kit.errors import BadRequest, NotFound, UsmisError
+from usmis.kit.errors import BadRequest, NotFound, PreconditionFailed, UsmisError
 
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 # R4 http.html#trules: DELETE, then POST, then PUT/PATCH, then GET/HEAD
@@ -184,7 +184,7 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
                     svc.lock(f"{rtype}?{e.if_none_exist}")
                     ids = svc.search_ids(rtype, e.if_none_exist)
                     if len(ids) > 1:
-                        raise BadRequest("ifNoneExist matches more than one resource")
+                        raise PreconditionFailed("ifNoneExist matches more than one resource")
                     if ids:
                         e.target_id, e.matched_existing = ids[0], True
                 if e.target_id is None:
@@ -197,7 +197,8 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
                     svc.lock(f"{e.resource_type}?{e.query}")
                     ids = svc.search_ids(e.resource_type, e.query)
                     if len(ids) > 1:
-                        raise BadRequest("conditional update matches more than one resource")
+                        raise PreconditionFailed(
+                            "conditional update matches more than one resource")
                     given = e.resource.get("id")
                     e.target_id = ids[0] if ids else (given if given else model.new_id())
                     # Nothing matched and no id given: a new resource under a fresh id.
@@ -209,7 +210,7 @@ def _decide(svc: FhirService, entries: list[_Entry], refmap: dict[str, str]) -> 
                     raise BadRequest("DELETE needs Type/id or Type?criteria")
                 ids = svc.search_ids(e.resource_type, e.query)
                 if len(ids) > 1:
-                    raise BadRequest("conditional delete matches more than one resource")
+                    raise PreconditionFailed("conditional delete matches more than one resource")
                 e.target_id = ids[0] if ids else None
             else:
                 e.target_id = e.rid
@@ -258,7 +259,7 @@ def _execute(svc: FhirService, entries: list[_Entry], return_resources: bool,
                     e.response = {"response": {"status": "204 No Content"}}
                     continue
                 try:
-                    svc.delete(e.resource_type, e.target_id)
+                    svc.delete(e.resource_type, e.target_id, if_match=e.if_match)
                 except NotFound:
                     pass
                 e.response = {"response": {"status": "204 No Content"}}
@@ -409,7 +410,7 @@ def run_batch(svc: FhirService, bundle: Any, *, return_resources: bool = False) 
             elif e.method == "DELETE":
                 if e.rid is None:
                     raise BadRequest("DELETE in a batch needs Type/id")
-                svc.delete(e.resource_type, e.rid)
+                svc.delete(e.resource_type, e.rid, if_match=e.if_match)
                 resp = {"response": {"status": "204 No Content"}}
             else:
                 resp = _get_entry(svc, e)
@@ -478,8 +479,10 @@ def assemble(
         head["total"] = total
     if links:
         head["link"] = [{"relation": rel, "url": url} for rel, url in links]
-    out = orjson.dumps(head)[:-1]
-    return out + b',"entry":[' + b",".join(entries) + b"]}"
+    out = orjson.dumps(head)
+    if not entries:  # R4 JSON has no empty arrays: no entry at all
+        return out
+    return out[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
 
 
 def search_bundle(

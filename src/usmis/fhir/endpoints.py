@@ -400,7 +400,8 @@ async def patch(rtype: str, rid: str, request: Request, access: AccessContext = 
 @router.delete("/{rtype}/{rid}")
 def delete(rtype: str, rid: str, request: Request, access: AccessContext = ACCESS) -> Response:
     with unit_of_work(_engine(request), write=True) as conn:
-        result = _svc(request, conn, access).delete(rtype, rid)
+        result = _svc(request, conn, access).delete(
+            rtype, rid, if_match=request.headers.get("if-match"))
     headers = {"ETag": result.etag} if result is not None else {}
     return Response(status_code=204, headers=headers)
 

@@ -665,16 +665,25 @@ class FhirService:
             raise BadRequest("a patch must not change id", expression=[f"{resource_type}.id"])
         return self.update(resource_type, rid, patched, if_match=if_match)
 
-    def delete(self, resource_type: str, rid: str) -> WriteResult | None:
-        """Logical delete: a new version marked deleted; history stays.  None: already."""
+    def delete(self, resource_type: str, rid: str, *, if_match: str | None = None
+               ) -> WriteResult | None:
+        """Logical delete: a new version marked deleted; history stays.  None: already.
+        ``if_match``: only if the current version is the one named (else 412)."""
         _check_address(resource_type, rid)
         self._check_writable(resource_type)
+        expected = parse_etag(if_match)
         self._rows_written([(resource_type, rid)])
         current = repo.get_current(self.conn, resource_type, rid, for_update=True)
         if current is None:
             raise NotFound(f"{resource_type}/{rid} is not known", expression=[resource_type])
         meta = self._meta(current)
         self.access.authorize("delete", resource_type, meta)
+        if expected is not None and expected != current.version_id:
+            raise PreconditionFailed(
+                f"version conflict: If-Match names version {expected}, "
+                f"current is {current.version_id}",
+                expression=["If-Match"],
+            )
         if current.deleted:
             return None
         ts = model.now_utc()

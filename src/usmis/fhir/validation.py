@@ -17,6 +17,7 @@ profiles, cardinality maxima other than list/non-list, reference target types.
 
 from __future__ import annotations
 
+import calendar
 import importlib
 import pkgutil
 import re
@@ -52,6 +53,13 @@ _PRIMITIVE_RE: dict[type, tuple[re.Pattern[str], str]] = {
     FHIRInstant: (INSTANT_RE, "instant"),
     FHIRTime: (TIME_RE, "time"),
 }
+
+
+def _real_day(value: str) -> bool:
+    """A full date's day exists in its month (the pattern allows 2024-02-31)."""
+    if len(value) < 10 or value[4] != "-" or value[7] != "-" or int(value[8:10]) <= 28:
+        return True
+    return int(value[8:10]) <= calendar.monthrange(int(value[:4]), int(value[5:7]))[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +246,7 @@ def _check_value(prop: _Prop, value: Any, path: Path, out: list[Issue]) -> None:
         _check_object(prop.typ, value, path, out, top=False)
     elif kind == _PRIMITIVE:
         rx, label = _PRIMITIVE_RE[prop.typ]
-        if not isinstance(value, str) or not rx.fullmatch(value):
+        if not isinstance(value, str) or not rx.fullmatch(value) or not _real_day(value):
             _add(out, path, f"is not a valid {label}", "value")
     elif kind == _BOOL:
         if not isinstance(value, bool):
