@@ -126,10 +126,21 @@ def test_json_patch_and_validate(client: TestClient) -> None:
                      headers={"Content-Type": "application/json-patch+json", "If-Match": 'W/"1"'})
     assert r.status_code == 200, r.text
     assert r.json()["gender"] == "male"
-    bad = [{"op": "replace", "path": "/gender", "value": 7}]
-    r = client.patch(f"/fhir/Patient/{pat['id']}", content=json.dumps(bad),
+    # well-formed patches that cannot apply, or would make it invalid: 422, naming why
+    for bad, where in (([{"op": "replace", "path": "/gender", "value": 7}], "Patient.gender"),
+                       ([{"op": "remove", "path": "/nothing/here"}], None),
+                       ([{"op": "test", "path": "/gender", "value": "female"}], None),
+                       ([{"op": "replace", "path": "/id", "value": "other"}], "Patient.id")):
+        r = client.patch(f"/fhir/Patient/{pat['id']}", content=json.dumps(bad),
+                         headers={"Content-Type": "application/json-patch+json"})
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+        if where:
+            assert r.json()["issue"][0]["expression"] == [where]
+    r = client.patch(f"/fhir/Patient/{pat['id']}", content=json.dumps([{"path": "/x"}]),
                      headers={"Content-Type": "application/json-patch+json"})
-    assert r.status_code == 400
+    assert r.status_code == 400  # a malformed patch document
+    assert client.get(f"/fhir/Patient/{pat['id']}").json()["meta"]["versionId"] == "2"
     r = client.patch(f"/fhir/Patient/{pat['id']}", content=json.dumps(ops),
                      headers={"Content-Type": "application/json"})
     assert r.status_code == 415

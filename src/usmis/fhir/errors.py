@@ -2,7 +2,9 @@
 
     BadRequest (400)
     └── InvalidResource (400)   structural validation failed: one OperationOutcome issue
-                                per problem, each naming its FHIRPath element
+        │                       per problem, each naming its FHIRPath element
+        └── InvalidResult (422) the same, of what a well-formed request would make (a
+                                JSON Patch applied): R4 http.html#patch
     MethodNotAllowed (405)      e.g. writing AuditEvent, which only the audit log writes
 """
 
@@ -33,6 +35,11 @@ class InvalidResource(BadRequest):
         for issue in self.issues:
             if not issue["expression"]:
                 del issue["expression"]
+
+
+class InvalidResult(InvalidResource):
+    status = 422
+    code = "processing"
 
 
 class MethodNotAllowed(UsmisError):

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Row
 from usmis.fhir import indexing, model
 from usmis.fhir import repository as repo
 from usmis.fhir.context import AccessContext, ReadLookup, RowMeta, SystemAccess
-from usmis.fhir.errors import InvalidResource, MethodNotAllowed
+from usmis.fhir.errors import InvalidResource, InvalidResult, MethodNotAllowed
 from usmis.fhir.search.registry import searchable_params
 from usmis.fhir.tables import resource as resource_table
 from usmis.fhir.validation import ID_RE, Issue, is_resource_type, validate_resource
@@ -35,6 +35,7 @@ from usmis.kit.errors import (
     Gone,
     NotFound,
     PreconditionFailed,
+    Unprocessable,
     UsmisError,
 )
 
@@ -652,18 +653,25 @@ class FhirService:
         if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
             raise BadRequest("a JSON Patch document must be an array of operations")
         current = self.read(resource_type, rid)
+        # A well-formed patch that cannot be applied to this resource, or would make it
+        # invalid, is a 422 (R4 http.html#patch, RFC 5789); a malformed document a 400.
         try:
             patched = jsonpatch.JsonPatch(ops).apply(current)
+        except jsonpatch.InvalidJsonPatch:
+            raise BadRequest("the patch document is malformed") from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
             kind = type(exc).__name__
-            raise BadRequest(f"the patch cannot be applied ({kind})") from None
+            raise Unprocessable(f"the patch cannot be applied ({kind})") from None
         except (TypeError, ValueError, KeyError, AttributeError, IndexError):
             raise BadRequest("the patch document is malformed") from None
         if not isinstance(patched, dict) or patched.get("resourceType") != resource_type:
-            raise BadRequest("a patch must not change resourceType")
+            raise Unprocessable("a patch must not change resourceType")
         if patched.get("id") != rid:
-            raise BadRequest("a patch must not change id", expression=[f"{resource_type}.id"])
-        return self.update(resource_type, rid, patched, if_match=if_match)
+            raise Unprocessable("a patch must not change id", expression=[f"{resource_type}.id"])
+        issues = validate_resource(patched, resource_type)
+        if issues:
+            raise InvalidResult(issues)
+        return self.update(resource_type, rid, patched, if_match=if_match, validated=True)
 
     def delete(self, resource_type: str, rid: str, *, if_match: str | None = None
                ) -> WriteResult | None:
