@@ -122,3 +122,27 @@ def test_an_update_that_changes_nothing_makes_no_version(client: TestClient) -> 
     r = client.put(f"/fhir/Patient/{pid}", json={**pat, "gender": "other"})
     assert r.json()["meta"]["versionId"] == "3"
     assert client.get(f"/fhir/Patient/{pid}/_history").json()["total"] == 3
+
+
+def test_conditional_update_and_delete_over_http(client: TestClient) -> None:
+    """PUT/DELETE Type?criteria: none matched creates / does nothing, one is updated /
+    deleted, several are a 412."""
+    q = "identifier=urn:lic|L-1"
+    org = {"resourceType": "Organization", "name": "First",
+           "identifier": [{"system": "urn:lic", "value": "L-1"}]}
+    r = client.put(f"/fhir/Organization?{q}", json=org)
+    assert r.status_code == 201, r.text
+    oid = r.json()["id"]
+    r = client.put(f"/fhir/Organization?{q}", json={**org, "name": "Renamed"})
+    assert r.status_code == 200
+    assert (r.json()["id"], r.json()["name"], r.json()["meta"]["versionId"]) == (
+        oid, "Renamed", "2")
+    assert client.delete("/fhir/Organization?identifier=urn:lic|NONE").status_code == 204
+    assert client.get(f"/fhir/Organization/{oid}").status_code == 200
+    client.post("/fhir/Organization", json={**org, "name": "Twin"})
+    assert client.put(f"/fhir/Organization?{q}", json=org).status_code == 412
+    assert client.delete(f"/fhir/Organization?{q}").status_code == 412
+    client.delete(f"/fhir/Organization/{oid}")
+    assert client.delete(f"/fhir/Organization?{q}").status_code == 204  # the twin, alone now
+    assert client.get("/fhir/Organization", params={"identifier": "urn:lic|L-1"}
+                      ).json()["total"] == 0
