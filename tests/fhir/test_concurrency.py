@@ -1,9 +1,11 @@
-"""Conditional create is race-safe: 8 clients, one identifier, exactly one resource."""
+"""Conditional create is race-safe: 8 clients, one identifier (however its criteria are
+encoded), exactly one resource."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import httpx
 
@@ -22,7 +24,10 @@ def test_eight_concurrent_conditional_creates_make_one_resource(live_server: Liv
         with httpx.Client(base_url=live_server.url, headers=live_server.headers,
                           timeout=60) as c:
             barrier.wait()
-            r = c.post("/fhir/Patient", json=body, headers={"If-None-Exist": f"identifier={ident}"})
+            # the same criteria spelled three ways: one search, so one lock
+            criteria = [f"identifier={ident}", "identifier=" + quote(ident, safe=""),
+                        f"identifier={ident.replace('|', '%7C')}"][_ % 3]
+            r = c.post("/fhir/Patient", json=body, headers={"If-None-Exist": criteria})
             return r.status_code, r.json()["id"]
 
     with ThreadPoolExecutor(8) as pool:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import (
@@ -51,11 +52,7 @@ def lock_key(conn: Connection, key: str) -> None:
     :func:`usmis.kit.db.unit_of_work`), which already serialises all writers.
     """
     if conn.dialect.name == "postgresql":
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(:k)"),
-            {"k": int.from_bytes(digest, "big", signed=True)},
-        )
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _key_lock_id(key)})
 
 
 # One statement object per tuple of index param names, built once: the conditional
@@ -118,6 +115,13 @@ _GET_CURRENT_FOR_UPDATE = _GET_CURRENT.with_for_update()
 
 
 def _key_lock_id(key: str) -> int:
+    """The advisory lock of ``Type?criteria`` (or ``Type/id``): criteria as the search
+    reads them — decoded, in order — so ``identifier=a%7Cb`` and ``identifier=a|b`` are one
+    lock, as they are one search."""
+    rtype, sep, criteria = key.partition("?")
+    if sep:
+        pairs = sorted(parse_qsl(criteria, keep_blank_values=True))
+        key = rtype + "?" + "&".join(f"{k}={v}" for k, v in pairs)
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big",
                           signed=True)
 
