@@ -147,6 +147,8 @@ def search_audit_events(request: Request, p: Principal = PRINCIPAL) -> Response:
             for r in rows
         ],
     }
+    if not bundle["entry"]:  # R4 JSON has no empty arrays
+        del bundle["entry"]
     if offset + count < total:
         nxt = request.url.include_query_params(_offset=offset + count, _count=count)
         bundle["link"].append({"relation": "next", "url": str(nxt)})

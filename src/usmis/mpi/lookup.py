@@ -99,7 +99,11 @@ def match_bundle(
                 },
             }
         )
-    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
+                              "total": len(entries)}
+    if entries:  # R4 JSON has no empty arrays
+        bundle["entry"] = entries
+    return bundle
 
 
 def _match_parameters(parameters: Any) -> tuple[dict[str, Any], int, bool]:
