@@ -110,8 +110,15 @@ def test_history_since_and_paging(client: TestClient) -> None:
     assert page["total"] == 5
     assert [e["resource"]["meta"]["versionId"] for e in page["entry"]] == ["5", "4"]
     nxt = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    body = client.get(f"/fhir/Patient/{pid}").json()
+    body["active"] = True
+    assert client.put(f"/fhir/Patient/{pid}", json=body).status_code == 200  # version 6
+    # the next page is still the list the first page began (pinned by its _at)
     page2 = client.get(nxt.replace("http://testserver", "")).json()
+    assert page2["total"] == 5
     assert [e["resource"]["meta"]["versionId"] for e in page2["entry"]] == ["3", "2"]
+    fresh = client.get(f"/fhir/Patient/{pid}/_history", params={"_count": 2}).json()
+    assert [e["resource"]["meta"]["versionId"] for e in fresh["entry"]] == ["6", "5"]
     assert client.get("/fhir/_history", params={"_since": "2099-01-01T00:00:00Z"}).json()[
         "total"] == 0
     assert client.get("/fhir/_history", params={"_since": "yesterday"}).status_code == 400

@@ -7,7 +7,7 @@ commit together.  Every error leaves as an OperationOutcome (``usmis.app``'s han
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -148,9 +148,15 @@ def _instant_param(params: dict[str, str], name: str) -> datetime | None:
 
 
 def _page_links(
-    request: Request, path: str, offset: int, count: int, total: int
+    request: Request, path: str, offset: int, count: int, total: int,
+    pin: tuple[str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    keep = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
+    """self/next/previous by ``_offset``; ``pin``: a parameter every link carries (the
+    history's ``_at``, so its pages stay one list while new versions are written)."""
+    keep = [(k, v) for k, v in request.query_params.multi_items()
+            if k != "_offset" and (pin is None or k != pin[0])]
+    if pin is not None:
+        keep.append(pin)
 
     def url(off: int) -> str:
         return f"{_base(request)}{path}?" + urlencode([*keep, ("_offset", str(off))])
@@ -204,7 +210,12 @@ def _history(
     count = _int_param(params, "_count", 50, 1000)
     offset = _int_param(params, "_offset", 0, 10**9)
     since = _instant_param(params, "_since")
-    before = _instant_param(params, "_at")
+    # Newest first, paged by offset: a version written meanwhile would shift every later
+    # page by one.  The first page pins the list (``_at`` = its time, unless given) and
+    # its links carry the pin: versions are never removed, so the pages stay one list.
+    # (an instant has milliseconds: a millisecond on, so that nothing written already is out)
+    pin = ("_at", params.get("_at") or model.instant(model.now_utc() + timedelta(milliseconds=1)))
+    before = _instant_param(dict([pin]), "_at")
     with unit_of_work(_engine(request), write=False) as conn:
         svc = _svc(request, conn, access)
         versions, total = svc.history(
@@ -215,7 +226,7 @@ def _history(
         )
         return _fhir(
             bundles.history_bundle(
-                svc, versions, total, _page_links(request, path, offset, count, total)
+                svc, versions, total, _page_links(request, path, offset, count, total, pin)
             )
         )
 
