@@ -353,12 +353,33 @@ def everything(rid: str, request: Request, access: AccessContext = ACCESS) -> Re
     offset = _int_param(params, "_offset", 0, 10**9)
     since = _instant_param(params, "_since")
     types = [t for t in params.get("_type", "").split(",") if t] or None
+    after = _everything_cursor(params.get("_cursor"))
     with unit_of_work(_engine(request), write=False) as conn:
         svc = _svc(request, conn, access)
-        versions, total = svc.everything(rid, types=types, since=since, count=count,
-                                         offset=offset)
-        links = _page_links(request, f"/Patient/{rid}/$everything", offset, count, total)
+        # one more than the page: whether a next page exists
+        versions, total = svc.everything(rid, types=types, since=since, count=count + 1,
+                                         offset=offset, after=after)
+        links = [("self", str(request.url))]
+        if len(versions) > count:  # the next page begins after this page's last resource
+            versions = versions[:count]
+            last = versions[-1]
+            keep = [(k, v) for k, v in request.query_params.multi_items()
+                    if k not in ("_cursor", "_offset")]
+            links.append(("next", f"{_base(request)}/Patient/{rid}/$everything?" + urlencode(
+                [*keep, ("_cursor", f"{last.resource_type}/{last.id}")])))
         return _fhir(bundles.everything_bundle(svc, versions, total, links))
+
+
+def _everything_cursor(raw: str | None) -> tuple[str, str] | None:
+    """``_cursor=Type/id``: the resource the page follows (keyset paging)."""
+    if raw is None:
+        return None
+    rtype, _, rid = raw.partition("/")
+    from usmis.fhir.validation import ID_RE, is_resource_type
+
+    if not is_resource_type(rtype) or not ID_RE.fullmatch(rid):
+        raise BadRequest("_cursor must be Type/id, as in the next link", expression=["_cursor"])
+    return rtype, rid
 
 
 @router.post("/{rtype}/{rid}/$validate")

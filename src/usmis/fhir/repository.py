@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     column,
     false,
     func,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -402,10 +404,13 @@ def compartment(
     types: Sequence[str] | None,
     since: datetime | None,
     count: int,
-    offset: int,
+    offset: int = 0,
+    after: tuple[str, str] | None = None,
     row_filter: ColumnElement[bool] | None = None,
 ) -> tuple[list[Row[Any]], int]:
-    """The Patient and every live resource of its compartment, stable order, one page."""
+    """The Patient and every live resource of its compartment, one page: the Patient first,
+    then by type and id; ``after`` (type, id): the page that follows that resource (keyset:
+    pages neither repeat nor skip when resources are written meanwhile)."""
     conds: list[ColumnElement[bool]] = [
         resource.c.patient_id == patient_id,
         resource.c.deleted.is_(False),
@@ -418,10 +423,13 @@ def compartment(
         conds.append(row_filter)
     where = and_(*conds)
     total = conn.execute(select(func.count()).select_from(resource).where(where)).scalar_one()
-    # Patient first, then by type and id: stable pages while nothing is written meanwhile.
-    first = (resource.c.resource_type != "Patient").label("not_patient")
+    first = case((resource.c.resource_type == "Patient", 0), else_=1)
+    if after is not None:
+        rank = 0 if after[0] == "Patient" else 1
+        where = and_(where, tuple_(first, resource.c.resource_type, resource.c.id)
+                     > tuple_(literal(rank), literal(after[0]), literal(after[1])))
     rows = conn.execute(
-        select(resource, first)
+        select(resource, first.label("not_patient"))
         .where(where)
         .order_by(first, resource.c.resource_type, resource.c.id)
         .limit(count)

@@ -762,6 +762,7 @@ class FhirService:
         since: datetime | None = None,
         count: int = 100,
         offset: int = 0,
+        after: tuple[str, str] | None = None,
     ) -> tuple[list[StoredVersion], int]:
         """Patient/$everything: the Patient and its compartment, one page (R4 patient-
         operation-everything).  Resources merely referenced (practitioners…) are not
@@ -781,6 +782,7 @@ class FhirService:
             since=since,
             count=count,
             offset=offset,
+            after=after,
             row_filter=self.access.row_filter(resource_table),
         )
         metas = [self._meta(r) for r in rows]
