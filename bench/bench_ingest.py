@@ -181,46 +181,23 @@ def raw_insert_floor(settings: Settings, n: int = 1000) -> float:
     return n / dt
 
 
-def send(port: int, msgs: list[bytes], connections: int) -> tuple[float, list[float]]:
-    """Send over ``connections`` parallel MLLP connections; (seconds, per-message RTTs)."""
+def send(port: int, msgs: list[bytes], connections: int, rate: float | None = None
+         ) -> tuple[float, list[float]]:
+    """Send over ``connections`` parallel MLLP connections; (seconds, per-message RTTs).
+    ``rate``: the connections together offer that many msgs/s, each on a fixed schedule (a
+    late ACK delays only its own connection's next message); else each sends flat out."""
     chunks = [msgs[i::connections] for i in range(connections)]
     rtts: list[float] = []
     lock = threading.Lock()
-
-    def run(chunk: list[bytes]) -> None:
-        s = MllpSender("127.0.0.1", port)
-        local = []
-        for m in chunk:
-            t = time.perf_counter()
-            ack = s.send(m)
-            local.append(time.perf_counter() - t)
-            assert b"MSA|AA" in ack, ack[:200]
-        s.close()
-        with lock:
-            rtts.extend(local)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(connections) as pool:
-        list(pool.map(run, chunks))
-    return time.perf_counter() - t0, rtts
-
-
-def send_paced(port: int, msgs: list[bytes], connections: int, rate: float
-               ) -> tuple[float, list[float]]:
-    """As :func:`send`, but the connections together offer ``rate`` msgs/s, each sending
-    on a fixed schedule (a late ACK delays only its own connection's next message)."""
-    chunks = [msgs[i::connections] for i in range(connections)]
-    rtts: list[float] = []
-    lock = threading.Lock()
-    gap = connections / rate
-    t0 = time.perf_counter() + 0.05
+    gap = connections / rate if rate else 0.0
+    t0 = time.perf_counter() + (0.05 if rate else 0.0)
 
     def run(k: int, chunk: list[bytes]) -> None:
         s = MllpSender("127.0.0.1", port)
         local = []
         for j, m in enumerate(chunk):
             wait = t0 + (j + k / connections) * gap - time.perf_counter()
-            if wait > 0:
+            if rate and wait > 0:
                 time.sleep(wait)
             t = time.perf_counter()
             ack = s.send(m)
@@ -328,7 +305,7 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path, paced: float) -> No
         procs = start_workers(settings, workers)
         try:
             time.sleep(1.0)  # the workers' start-up, not part of the load
-            send_secs, rtts = send_paced(listener.port, steady, 8, paced)
+            send_secs, rtts = send(listener.port, steady, 8, paced)
             while True:
                 with engine.connect() as c:
                     if not repo.has_pending(c):
