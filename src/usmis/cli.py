@@ -60,7 +60,7 @@ def db_reindex(
     resource_type: Annotated[list[str] | None, typer.Option(
         "--type", help="only these resource types (repeat); default: all")] = None,
 ) -> None:
-    """Write the search index of every stored resource again (after fhir_search_0004)."""
+    """Write the search index of every stored resource again (after fhir_search_0005)."""
     from rich.progress import Progress
 
     from usmis.fhir.reindex import reindex

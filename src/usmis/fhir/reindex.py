@@ -1,6 +1,6 @@
 """Rewrite the search index of stored resources (``usmis db reindex``).
 
-For a change of what the index keeps: migration ``fhir_search_0004`` erased the token
+For a change of what the index keeps: migration ``fhir_search_0005`` erased the token
 display texts and free-text strings that were kept in plaintext before they were stored
 blind, and this writes them again, blind, from the encrypted resources.  Each batch is its
 own transaction, its rows locked while it is rewritten (a concurrent update waits, so

@@ -223,7 +223,8 @@ def split_file(data: bytes, m: FileMapping) -> tuple[list[str] | None, list[tupl
             return None, [(i + 1, orjson.dumps(x)) for i, x in enumerate(doc)]
     lines = data.split(b"\n")
     quoted = m.format in {"csv", "tsv"}
-    delim = ord(m.delimiter) if len(m.delimiter) == 1 else -1
+    d = m.delimiter.encode(m.encoding, errors="replace")  # the byte, as the file has it
+    delim = d[0] if len(d) == 1 else -1
     rows: list[tuple[int, bytes]] = []
     n = 0
     while n < len(lines):
