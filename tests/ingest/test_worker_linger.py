@@ -63,3 +63,22 @@ def test_without_linger_the_worker_claims_as_soon_as_a_message_is_there(
     hl7_sources: dict[str, str], engine: Engine, settings: Settings
 ) -> None:
     assert _batches(engine, settings, linger=0.0) == [1, 1, 1]
+
+
+def test_worker_processes_yield_the_cpu_to_the_channels(settings: Settings) -> None:
+    """``usmis ingest-worker`` runs 10 nicer (its own option): a listener's ACK
+    waits for no worker's time slice when the cores are busy."""
+    import os
+
+    from usmis.ingest.service import start_workers, stop_workers
+
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)  # relative to ours
+    procs = start_workers(settings, 1)
+    try:
+        deadline = time.monotonic() + 30
+        while os.getpriority(os.PRIO_PROCESS, procs[0].pid) != expected:
+            assert procs[0].poll() is None, "the worker exited"
+            assert time.monotonic() < deadline, "the worker never lowered its priority"
+            time.sleep(0.05)
+    finally:
+        stop_workers(procs)
