@@ -172,8 +172,8 @@ class Pipeline:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             result.short = len(rows) < limit
             prepared = [(row, self._prepare(conn, row)) for row in rows]
-            held = sorted({k for _, m in prepared if isinstance(m, Mapped)
-                           for k in _record_locks(m)})
+            held = sorted({k for row, m in prepared if isinstance(m, Mapped)
+                           for k in _record_locks(m, row.source_id)})
             # The records' locks, without waiting (outside any savepoint: held until the
             # batch commits).  A message whose record another worker's batch holds is
             # left pending for a later batch — waiting for it serialised the workers
@@ -182,12 +182,12 @@ class Pipeline:
             got = try_lock_keys(conn, held)
             if len(got) < len(held):
                 prepared = [(row, m) for row, m in prepared if not isinstance(m, Mapped)
-                            or got.issuperset(_record_locks(m))]
+                            or got.issuperset(_record_locks(m, row.source_id))]
                 if not prepared:
                     result.busy = True
                     return result
-                held = sorted({k for _, m in prepared if isinstance(m, Mapped)
-                               for k in _record_locks(m)})
+                held = sorted({k for row, m in prepared if isinstance(m, Mapped)
+                               for k in _record_locks(m, row.source_id)})
             result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
@@ -490,14 +490,18 @@ def _reads_back(mapped: Mapped, written: set[str]) -> bool:
     return _CONDITIONAL_REF.search(orjson.dumps(mapped.bundle)) is not None
 
 
-def _record_locks(mapped: Mapped) -> list[str]:
-    """The locks a message's records are written under: its conditional keys, and the
+def _record_locks(mapped: Mapped, source_id: str) -> list[str]:
+    """The locks a message's records are written under: its conditional keys, the
     ``Type/id`` of each update by id (so that two workers never write one record at once,
-    and its clock orders them)."""
+    and its clock orders them), and the key of each Patient an A40 merges away (the merge
+    updates it while linking: had another batch written it, that batch waited for the
+    linking lock this one held, and this one for its row — a deadlock)."""
+    sys = source_system(source_id, "patient")
     return _conditional_keys(mapped) + [
         str(e["request"]["url"]) for e in mapped.bundle.get("entry", [])
         if (e.get("request") or {}).get("method") == "PUT"
-        and "?" not in str(e["request"].get("url", ""))]
+        and "?" not in str(e["request"].get("url", ""))] + [
+        f"Patient?identifier={sys}|{merged}" for _, merged in mapped.merges]
 
 
 def _deletes(mapped: Mapped) -> bool:
