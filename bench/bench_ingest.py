@@ -228,6 +228,15 @@ def steady_rate(conn: Any) -> float:
     return float(later / (last - first).total_seconds())
 
 
+def wait_drained(engine: Any, every: float) -> None:
+    """Until nothing is pending in the inbox (polled every ``every`` seconds)."""
+    while True:
+        with engine.connect() as c:
+            if not repo.has_pending(c):
+                return
+        time.sleep(every)
+
+
 def pct(values: list[float], p: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, int(len(v) * p))]
@@ -262,11 +271,7 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path, paced: float) -> No
         t0 = time.perf_counter()
         procs = start_workers(settings, workers)
         try:
-            while True:
-                with engine.connect() as c:
-                    if not repo.has_pending(c):
-                        break
-                time.sleep(0.1)
+            wait_drained(engine, 0.1)
         finally:
             stop_workers(procs)
         secs = secs_stored = time.perf_counter() - t0
@@ -286,11 +291,7 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path, paced: float) -> No
         t0 = time.perf_counter()
         try:
             send_secs, rtts = send(listener.port, live, 8)
-            while True:
-                with engine.connect() as c:
-                    if not repo.has_pending(c):
-                        break
-                time.sleep(0.2)
+            wait_drained(engine, 0.2)
         finally:
             stop_workers(procs)
         secs = time.perf_counter() - t0
@@ -302,22 +303,18 @@ def bench_backend(kind: str, pg_url: str, n: int, tmp: Path, paced: float) -> No
         # With 8 senders each waiting for its ACK before the next message (4.), the ACK
         # time is the number in flight over the throughput (Little's law: 8 / 1,000 msgs/s
         # = 8 ms) whatever the listener does; feeds arrive at their own pace instead.
-        steady = messages(2 * n + len(lat_msgs) + n // 2, "bench_his")[2 * n + len(lat_msgs):]
+        paced_msgs = messages(2 * n + len(lat_msgs) + n // 2, "bench_his")[2 * n + len(lat_msgs):]
         paced = min(paced, total / secs_stored / 2)  # below what the workers can store
         procs = start_workers(settings, workers)
         try:
             time.sleep(1.0)  # the workers' start-up, not part of the load
-            send_secs, rtts = send(listener.port, steady, 8, paced)
-            while True:
-                with engine.connect() as c:
-                    if not repo.has_pending(c):
-                        break
-                time.sleep(0.2)
+            send_secs, rtts = send(listener.port, paced_msgs, 8, paced)
+            wait_drained(engine, 0.2)
         finally:
             stop_workers(procs)
         print(f"MLLP ACK under a steady load, 8 senders offering {paced:,.0f} msgs/s together "
-              f"with {workers} worker(s) storing: {len(steady)} msgs at "
-              f"{len(steady) / send_secs:,.0f} msgs/s, ACK median "
+              f"with {workers} worker(s) storing: {len(paced_msgs)} msgs at "
+              f"{len(paced_msgs) / send_secs:,.0f} msgs/s, ACK median "
               f"{1000 * statistics.median(rtts):.1f} ms, p95 {1000 * pct(rtts, 0.95):.1f} ms "
               "(target p95 ≤ 10 ms)")
         # 6. The REST and file channels' intake (no worker), on a generated nation's feeds.
