@@ -22,6 +22,7 @@ from usmis.access.deps import access_context
 from usmis.fhir import bundles, model
 from usmis.fhir.context import AccessContext
 from usmis.fhir.service import FhirService, StoredVersion, WriteResult
+from usmis.fhir.validation import DATETIME_RE, ID_RE, is_resource_type
 from usmis.kit.crypto import Keyring
 from usmis.kit.db import unit_of_work
 from usmis.kit.errors import BadRequest, UsmisError
@@ -129,8 +130,6 @@ def _instant_param(params: dict[str, str], name: str) -> datetime | None:
     raw = params.get(name)
     if raw is None:
         return None
-    from usmis.fhir.validation import DATETIME_RE
-
     if not DATETIME_RE.fullmatch(raw):
         raise BadRequest(f"{name} must be a FHIR instant", expression=[name])
     text = raw.replace("Z", "+00:00")
@@ -375,8 +374,6 @@ def _everything_cursor(raw: str | None) -> tuple[str, str] | None:
     if raw is None:
         return None
     rtype, _, rid = raw.partition("/")
-    from usmis.fhir.validation import ID_RE, is_resource_type
-
     if not is_resource_type(rtype) or not ID_RE.fullmatch(rid):
         raise BadRequest("_cursor must be Type/id, as in the next link", expression=["_cursor"])
     return rtype, rid

@@ -172,8 +172,9 @@ class Pipeline:
             rows = repo.claim_pending(conn, limit, skip_locked=self.skip_locked)
             result.short = len(rows) < limit
             prepared = [(row, self._prepare(conn, row)) for row in rows]
-            held = sorted({k for row, m in prepared if isinstance(m, Mapped)
-                           for k in _record_locks(m, row.source_id)})
+            locks = {row.id: _record_locks(m, row.source_id)
+                     for row, m in prepared if isinstance(m, Mapped)}
+            held = sorted({k for ks in locks.values() for k in ks})
             # The records' locks, without waiting (outside any savepoint: held until the
             # batch commits).  A message whose record another worker's batch holds is
             # left pending for a later batch — waiting for it serialised the workers
@@ -182,12 +183,11 @@ class Pipeline:
             got = try_lock_keys(conn, held)
             if len(got) < len(held):
                 prepared = [(row, m) for row, m in prepared if not isinstance(m, Mapped)
-                            or got.issuperset(_record_locks(m, row.source_id))]
+                            or got.issuperset(locks[row.id])]
                 if not prepared:
                     result.busy = True
                     return result
-                held = sorted({k for row, m in prepared if isinstance(m, Mapped)
-                               for k in _record_locks(m, row.source_id)})
+                held = sorted({k for row, _ in prepared for k in locks.get(row.id, ())})
             result.claimed = len(prepared)
             self._held = frozenset(held)
             self._known = self._resolve(conn, held)
