@@ -132,20 +132,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from usmis.audit.logs import install_redaction
 
     install_redaction()
+    # FastAPI matches a request against every route of the routers before the one that
+    # takes it, in this order: the routers that claim paths under /fhir first (AuditEvent,
+    # Patient/$match before the FHIR router's generic /fhir/{rtype}), then the FHIR API
+    # (most requests), then the rest, whose paths no FHIR route can take.
     for router in (
-        access_router,
         audit_router,
-        ingest_router,
         mpi_router,
+        fhir_router,
+        access_router,
+        ingest_router,
         oversight_router,
         web_router,
-        fhir_router,
     ):
         app.include_router(router)
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers (async: no trip to the thread pool)."""
         return {"status": "ok"}
 
     @app.get("/ready")
