@@ -10,6 +10,11 @@ Workload, per backend (SQLite file; PostgreSQL when --pg-url is given):
    per resource, 31 rows per transaction) into the same database, 1 and 4 clients; on
    PostgreSQL also the store's own rows for them (resource row + search-index rows,
    computed beforehand, COPY into copies of the real tables): the floor of this schema;
+   steps 1 and 2 run --rounds times (fresh Bundles each), interleaved, and the share of
+   the floor is reported per round and as the median (one round takes seconds, and this
+   machine's speed varies by half from minute to minute); each round prints where the
+   CPU went (the server's processes, PostgreSQL, the clients) against the two cores'
+   budget at the floor's rate;
 3. grow the store to --search-size resources (in-process loader, same service code), then
    time Patient?identifier=, Observation?patient=&code= and Patient/$everything over HTTP
    (median, p95).
@@ -438,33 +443,43 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
             search_phase(backend, args, token, count_resources(backend))
             return
         rng = random.Random(42)
-        bundles = [make_bundle(rng, i)[0] for i in range(args.bundles * 2)]
-        bodies = [orjson.dumps(b) for b in bundles]
+        n = args.bundles
+        shares: list[float] = []
         server = Server(backend, args.server_workers)
         try:
-            r1, _ = load_http(server, token, bodies[: args.bundles], 1)
-            r4, cpu4 = load_http(server, token, bodies[args.bundles:], 4)
+            for rnd in range(1, args.rounds + 1):
+                # Each round: the store, then the floor, on the same fresh Bundles — a slow
+                # stretch of the machine then touches both figures of a round.
+                bundles = [make_bundle(rng, (rnd - 1) * 2 * n + i)[0] for i in range(2 * n)]
+                bodies = [orjson.dumps(b) for b in bundles]
+                r1, _ = load_http(server, token, bodies[:n], 1)
+                r4, cpu4 = load_http(server, token, bodies[n:], 4)
+                f1, _ = raw_floor(backend.url, bundles[:n], 1)
+                f4, fcpu4 = raw_floor(backend.url, bundles[n:], 4)
+                shares.append(100 * r4 / f4)
+                print(f"  round {rnd}: load {n} bundles x 31 resources (HTTP, "
+                      f"{args.server_workers} server workers; the server idles while the "
+                      "floor runs):")
+                print(f"    1 client : {r1:8,.0f} resources/s   raw floor {f1:8,.0f}/s   "
+                      f"= {100 * r1 / f1:5.1f}% of floor")
+                print(f"    4 clients: {r4:8,.0f} resources/s   raw floor {f4:8,.0f}/s   "
+                      f"= {100 * r4 / f4:5.1f}% of floor")
+                cores = os.cpu_count() or 1
+                print(f"    4 clients, the store: {cpu4}\n"
+                      f"    4 clients, the floor: {fcpu4}\n"
+                      f"    ({cores} cores give {cores * 1e6 / f4:.0f} µs a resource at the "
+                      f"floor's rate, {cores * 1e6 / (0.4 * f4):.0f} at 40 % of it)")
+                if kind == "postgresql":
+                    rf, per = rows_floor(backend.url, bundles[n:], 4)
+                    print(f"    the store's own rows inserted raw (resource row + {per:.1f} "
+                          f"index rows each, COPY), 4 clients: {rf:8,.0f} resources/s = "
+                          f"{100 * rf / f4:5.1f}% of the one-table floor; the store reached "
+                          f"{100 * r4 / rf:5.1f}% of it")
         finally:
             server.stop()
-        f1, _ = raw_floor(backend.url, bundles[: args.bundles], 1)
-        f4, fcpu4 = raw_floor(backend.url, bundles[args.bundles:], 4)
-        print(f"  load {args.bundles} bundles x 31 resources (HTTP, "
-              f"{args.server_workers} server workers):")
-        print(f"    1 client : {r1:8,.0f} resources/s   raw floor {f1:8,.0f}/s   "
-              f"= {100 * r1 / f1:5.1f}% of floor")
-        print(f"    4 clients: {r4:8,.0f} resources/s   raw floor {f4:8,.0f}/s   "
-              f"= {100 * r4 / f4:5.1f}% of floor")
-        cores = os.cpu_count() or 1
-        print(f"    4 clients, the store: {cpu4}\n"
-              f"    4 clients, the floor: {fcpu4}\n"
-              f"    ({cores} cores give {cores * 1e6 / f4:.0f} µs a resource at the floor's "
-              f"rate, {cores * 1e6 / (0.4 * f4):.0f} at 40 % of it)")
-        if kind == "postgresql":
-            rf, per = rows_floor(backend.url, bundles[args.bundles:], 4)
-            print(f"    the store's own rows inserted raw (resource row + {per:.1f} index rows "
-                  f"each, COPY), 4 clients: {rf:8,.0f} resources/s = {100 * rf / f4:5.1f}% of "
-                  f"the one-table floor; the store reached {100 * r4 / rf:5.1f}% of it")
-        have = 2 * args.bundles * 31
+        print(f"  4 clients, share of the floor over {len(shares)} rounds: median "
+              f"{statistics.median(shares):.1f} % (min {min(shares):.1f}, max {max(shares):.1f})")
+        have = 2 * n * 31 * args.rounds
         if args.search_size > have:
             have = grow(backend, args.search_size, have, args.loaders)
         analyze(backend)
@@ -614,6 +629,8 @@ def main() -> None:
         "USMIS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     ap.add_argument("--bundles", type=int, default=200)
     ap.add_argument("--server-workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="load rounds (store, then floor); the share's median is reported")
     ap.add_argument("--search-size", type=int, default=1_000_000)
     ap.add_argument("--loaders", type=int, default=2)
     ap.add_argument("--queries", type=int, default=200)
