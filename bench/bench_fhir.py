@@ -444,6 +444,7 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
             return
         rng = random.Random(42)
         n = args.bundles
+        cores = os.cpu_count() or 1
         shares: list[float] = []
         server = Server(backend, args.server_workers)
         try:
@@ -464,7 +465,6 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
                       f"= {100 * r1 / f1:5.1f}% of floor")
                 print(f"    4 clients: {r4:8,.0f} resources/s   raw floor {f4:8,.0f}/s   "
                       f"= {100 * r4 / f4:5.1f}% of floor")
-                cores = os.cpu_count() or 1
                 print(f"    4 clients, the store: {cpu4}\n"
                       f"    4 clients, the floor: {fcpu4}\n"
                       f"    ({cores} cores give {cores * 1e6 / f4:.0f} µs a resource at the "
