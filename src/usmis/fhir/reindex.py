@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from usmis.fhir import indexing
-from usmis.fhir.service import SEARCH_PURPOSE
+from usmis.fhir.service import SEARCH_PURPOSE, open_body
 from usmis.fhir.tables import resource
 from usmis.kit.crypto import Keyring
 from usmis.kit.db import unit_of_work
@@ -42,10 +42,9 @@ def reindex(engine: Engine, keys: Keyring, *, types: list[str] | None = None,
                 rows = conn.execute(query).all()
                 if not rows:
                     break
-                indexing.write_index_many(conn, [
-                    (rtype, orjson.loads(keys.open(r.kek_id, r.dek, r.body,
-                                                   f"{rtype}/{r.id}".encode())))
-                    for r in rows], hmac, replace=True)
+                indexing.write_index_many(
+                    conn, [(rtype, orjson.loads(open_body(keys, r))) for r in rows], hmac,
+                    replace=True)
             last = rows[-1].id
             done += len(rows)
             if progress is not None:

@@ -280,9 +280,7 @@ class FhirService:
         return old if _content(old) == _content(res) else None
 
     def _open(self, row: Row[Any]) -> bytes:
-        return self.keys.open(
-            row.kek_id, row.dek, row.body, f"{row.resource_type}/{row.id}".encode()
-        )
+        return open_body(self.keys, row)
 
     @staticmethod
     def _meta(row: Row[Any] | dict[str, Any]) -> RowMeta:
@@ -830,6 +828,11 @@ class FhirService:
             self.conn, "create", items[0]["resourceType"], [self._meta(r) for r in rows]
         )
         return [WriteResult(res, True, 201, 1, ts) for res in items]
+
+
+def open_body(keys: Keyring, row: Row[Any]) -> bytes:
+    """A stored version's JSON, decrypted (bound to its ``Type/id``, as sealed)."""
+    return keys.open(row.kek_id, row.dek, row.body, f"{row.resource_type}/{row.id}".encode())
 
 
 def _check_address(resource_type: str, rid: str) -> None:

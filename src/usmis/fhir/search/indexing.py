@@ -218,9 +218,14 @@ def _x_token(p: SearchParam, els: list[Json], hmac: BlindIndex) -> Iterable[Row]
 TEXT_WORDS = 15
 
 
+def text_word_hashes(text: str, hmac: BlindIndex) -> list[str]:
+    """The keyed HMACs of a text's distinct words, in order: what ``:text`` stores and
+    what it looks for."""
+    return [hmac("tw:" + w)[:16] for w in dict.fromkeys(words(text))]
+
+
 def blind_text(text: str, hmac: BlindIndex) -> str | None:
-    hs = [hmac("tw:" + w)[:16] for w in list(dict.fromkeys(words(text)))[:TEXT_WORDS]]
-    return " ".join(hs) or None
+    return " ".join(text_word_hashes(text, hmac)[:TEXT_WORDS]) or None
 
 
 def _x_uri(p: SearchParam, els: list[Json], hmac: BlindIndex) -> Iterable[Row]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, FromClause, and_, exists, false, or_, true
 
-from usmis.fhir.search.indexing import BlindIndex, parse_reference
+from usmis.fhir.search.indexing import BlindIndex, parse_reference, text_word_hashes
 from usmis.fhir.search.normalize import (
     date_prefixes,
     date_range,
@@ -107,7 +107,7 @@ class ValueParser:
                 raise bad(f"':text' is not supported on '{p.name}' (stored blind)", name)
             # the display text is stored as its words' keyed HMACs (indexing.blind_text):
             # every word asked for must be there
-            hs = [self.hmac("tw:" + w)[:16] for w in dict.fromkeys(words(unescape(raw)))]
+            hs = text_word_hashes(unescape(raw), self.hmac)
             if not hs:
                 raise bad("empty value", name)
             return lambda i: and_(*(i.c.text.like(f"%{h}%") for h in hs))
