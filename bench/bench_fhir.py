@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -169,7 +169,8 @@ class Backend:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "USMIS_DATA_DIR": str(self.data_dir),
-                "USMIS_DATABASE_URL": self.url, "USMIS_LOG_LEVEL": "WARNING"}
+                "USMIS_DATABASE_URL": self.url, "USMIS_LOG_LEVEL": "WARNING",
+                "BENCH_FLOOR_URL": self.url}
 
     def settings(self) -> Any:
         from usmis.config import Settings
@@ -186,15 +187,17 @@ class Backend:
 
 
 class Server:
-    def __init__(self, backend: Backend, workers: int) -> None:
+    """``usmis serve`` on a free port (or ``command``, given the port), up when /ready is."""
+
+    def __init__(self, backend: Backend, workers: int,
+                 command: Callable[[int], list[str]] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        cmd = command(self.port) if command else [
+            str(Path(sys.executable).parent / "usmis"), "serve", "--port", str(self.port),
+            "--workers", str(workers)]
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "usmis"), "serve", "--port", str(self.port),
-             "--workers", str(workers)],
-            env=backend.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+            cmd, env=backend.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -251,25 +254,42 @@ class CpuUse:
     def __init__(self, server_pid: int | None = None) -> None:
         self.pids = _tree(server_pid) if server_pid else []
         self.start = self._now()
+        self.t0 = time.perf_counter()
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, ...]:
         with open("/proc/stat") as fh:
             user, nice, system, _idle, _io, irq, softirq = map(int, fh.readline().split()[1:8])
         busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-        return busy, time.process_time(), sum(_proc_cpu(p) for p in self.pids)
+        return busy, time.process_time(), *(_proc_cpu(p) for p in self.pids)
 
-    def stop(self, resources: int) -> str:
+    def stop(self, resources: int) -> Cpu:
         end = self._now()
-        busy, clients, server = (b - a for a, b in zip(self.start, end, strict=True))
+        wall = time.perf_counter() - self.t0
+        busy, clients, *procs = (b - a for a, b in zip(self.start, end, strict=True))
+        server = sum(procs)
         rest = busy - clients - server
         us = 1e6 / resources
-        parts = ([f"server {server * us:.0f}"] if self.pids else []) + [
+        # Per server process: a keep-alive connection stays with the worker that accepted
+        # it, so the clients' connections may be spread unevenly over the workers.
+        split = "/".join(f"{p * us:.0f}" for p in procs if p * us >= 1)
+        parts = ([f"server {server * us:.0f} ({split})"] if self.pids else []) + [
             f"PostgreSQL + rest {rest * us:.0f}", f"clients {clients * us:.0f}"]
-        return f"CPU µs a resource: {', '.join(parts)} = {busy * us:.0f}"
+        return Cpu(busy * us, f"CPU µs a resource: {', '.join(parts)} = {busy * us:.0f}; "
+                   f"the cores {busy / wall / (os.cpu_count() or 1):.0%} busy")
+
+
+class Cpu(NamedTuple):
+    """The machine's CPU a resource took in a phase (µs), and where it went (text)."""
+
+    total: float
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _run_clients(items: list[Any], clients: int, insert: Callable[[Any], None],
-                 server_pid: int | None = None) -> tuple[float, str]:
+                 server_pid: int | None = None) -> tuple[float, Cpu]:
     """``insert`` each item (one transaction of 31 resources each) from ``clients`` threads
     taking them in order; the seconds it took, and where the CPU went."""
     queue = list(reversed(items))
@@ -294,7 +314,7 @@ def _run_clients(items: list[Any], clients: int, insert: Callable[[Any], None],
 
 
 def load_http(server: Server, token: str, bundles: list[bytes], clients: int
-              ) -> tuple[float, str]:
+              ) -> tuple[float, Cpu]:
     """Resources per second for posting ``bundles`` with ``clients`` threads (a keep-alive
     connection each).  The clients are the standard library's ``http.client``: the load
     generator shares the server's two cores, and httpx spent ~30 µs of them a resource
@@ -328,7 +348,17 @@ def load_http(server: Server, token: str, bundles: list[bytes], clients: int
     return 31 * len(bundles) / dt, cpu
 
 
-def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[float, str]:
+def raw_table(url: str, create: bool) -> None:
+    """(Re)create or drop ``bench_raw``, the floor's one table."""
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS bench_raw"))
+        if create:
+            c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
+    engine.dispose()
+
+
+def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[float, Cpu]:
     """The same resource JSON inserted raw: one table, 31 rows per transaction."""
     from sqlalchemy.pool import QueuePool
 
@@ -336,9 +366,7 @@ def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[fl
 
     # Pooled like the server's engine (a NullPool SQLite engine checkpoints on every close).
     engine = make_engine(url, poolclass=QueuePool) if url.startswith("sqlite") else make_engine(url)
-    with engine.begin() as c:
-        c.execute(text("DROP TABLE IF EXISTS bench_raw"))
-        c.execute(text("CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, body TEXT)"))
+    raw_table(url, create=True)
     docs = [[{"id": str(uuid.uuid4()), "body": orjson.dumps(e["resource"]).decode()}
              for e in b["entry"]] for b in bundles]
 
@@ -347,10 +375,24 @@ def raw_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[fl
             c.execute(text("INSERT INTO bench_raw (id, body) VALUES (:id, :body)"), rows)
 
     dt, cpu = _run_clients(docs, clients, insert)
-    with engine.begin() as c:
-        c.execute(text("DROP TABLE bench_raw"))
     engine.dispose()
+    raw_table(url, create=False)
     return 31 * len(bundles) / dt, cpu
+
+
+def http_floor(backend: Backend, workers: int, bodies: list[bytes], clients: int
+               ) -> tuple[float, Cpu]:
+    """The floor's work (``raw_floor``) behind the store's HTTP stack: ``floor_app`` under
+    uvicorn with the store's workers, loaded as the store is (``load_http``)."""
+    raw_table(backend.url, create=True)
+    app = Server(backend, workers, command=lambda port: [
+        sys.executable, "-m", "uvicorn", "floor_app:app", "--app-dir", str(ROOT / "bench"),
+        "--port", str(port), "--workers", str(workers), "--log-level", "warning"])
+    try:
+        return load_http(app, "", bodies, clients)
+    finally:
+        app.stop()
+        raw_table(backend.url, create=False)
 
 
 def _bulk_worker(args: tuple[str, str, int, int, int]) -> int:
@@ -457,6 +499,7 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
                 r4, cpu4 = load_http(server, token, bodies[n:], 4)
                 f1, _ = raw_floor(backend.url, bundles[:n], 1)
                 f4, fcpu4 = raw_floor(backend.url, bundles[n:], 4)
+                h4, hcpu4 = http_floor(backend, args.server_workers, bodies[n:], 4)
                 shares.append(100 * r4 / f4)
                 print(f"  round {rnd}: load {n} bundles x 31 resources (HTTP, "
                       f"{args.server_workers} server workers; the server idles while the "
@@ -465,16 +508,28 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
                       f"= {100 * r1 / f1:5.1f}% of floor")
                 print(f"    4 clients: {r4:8,.0f} resources/s   raw floor {f4:8,.0f}/s   "
                       f"= {100 * r4 / f4:5.1f}% of floor")
+                print(f"    4 clients, the floor's work behind the store's HTTP stack: "
+                      f"{h4:8,.0f}/s = {100 * h4 / f4:5.1f}% of floor")
+                budget = cores * 1e6 / (0.4 * f4)
                 print(f"    4 clients, the store: {cpu4}\n"
                       f"    4 clients, the floor: {fcpu4}\n"
+                      f"    4 clients, the floor behind HTTP: {hcpu4}\n"
                       f"    ({cores} cores give {cores * 1e6 / f4:.0f} µs a resource at the "
-                      f"floor's rate, {cores * 1e6 / (0.4 * f4):.0f} at 40 % of it)")
+                      f"floor's rate, {budget:.0f} at 40 % of it)")
                 if kind == "postgresql":
-                    rf, per = rows_floor(backend.url, bundles[n:], 4)
+                    rf, per, rcpu = rows_floor(backend.url, bundles[n:], 4)
                     print(f"    the store's own rows inserted raw (resource row + {per:.1f} "
                           f"index rows each, COPY), 4 clients: {rf:8,.0f} resources/s = "
                           f"{100 * rf / f4:5.1f}% of the one-table floor; the store reached "
-                          f"{100 * r4 / rf:5.1f}% of it")
+                          f"{100 * r4 / rf:5.1f}% of it; {rcpu}")
+                    # The store = its rows' COPY and PostgreSQL + the HTTP stack + its own
+                    # work (validation, sealing, index extraction, policy, audit).
+                    http = hcpu4.total - fcpu4.total
+                    print(f"    at 40 % of the floor: {budget:.0f} µs a resource, less the "
+                          f"store's rows ({rcpu.total:.0f}) and the HTTP stack "
+                          f"({http:.0f}) leaves {budget - rcpu.total - http:.0f} for the "
+                          f"store's own work; it spent "
+                          f"{cpu4.total - rcpu.total - http:.0f}")
         finally:
             server.stop()
         print(f"  4 clients, share of the floor over {len(shares)} rounds: median "
@@ -489,12 +544,13 @@ def run_backend(kind: str, args: argparse.Namespace, workdir: Path) -> None:
             backend.drop()
 
 
-def rows_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[float, float]:
+def rows_floor(url: str, bundles: list[dict[str, Any]], clients: int
+               ) -> tuple[float, float, Cpu]:
     """PostgreSQL: the rows the store itself writes for the same resources — each resource
     row (four indexes) and its search-index rows (two B-trees each) — computed before the
     clock starts and only inserted, by COPY, into copies of the real tables, 31 resources
     per transaction.  What no code of ours can beat with this schema.  Returns
-    (resources/s, index rows per resource)."""
+    (resources/s, index rows per resource, where the CPU went)."""
     from sqlalchemy import Column, MetaData, Table
 
     from usmis.fhir.search.indexing import index_rows
@@ -537,12 +593,12 @@ def rows_floor(url: str, bundles: list[dict[str, Any]], clients: int) -> tuple[f
             for name, rows in tables.items():
                 insert_rows(c, copies[name], rows)
 
-    dt, _cpu = _run_clients(work, clients, insert)
+    dt, cpu = _run_clients(work, clients, insert)
     with engine.begin() as c:
         for name in real:
             c.execute(text(f"DROP TABLE bench_{name}"))
     engine.dispose()
-    return 31 * len(bundles) / dt, n_index / (31 * len(bundles))
+    return 31 * len(bundles) / dt, n_index / (31 * len(bundles)), cpu
 
 
 def analyze(backend: Backend) -> None:
