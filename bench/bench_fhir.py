@@ -10,6 +10,8 @@ Workload, per backend (SQLite file; PostgreSQL when --pg-url is given):
    per resource, 31 rows per transaction) into the same database, 1 and 4 clients; on
    PostgreSQL also the store's own rows for them (resource row + search-index rows,
    computed beforehand, COPY into copies of the real tables): the floor of this schema;
+   and the floor's work behind the store's HTTP stack (``floor_app.py``, 4 clients): what
+   HTTP costs; from these, what 40 % of the floor leaves for the store's own work;
    steps 1 and 2 run --rounds times (fresh Bundles each), interleaved, and the share of
    the floor is reported per round and as the median (one round takes seconds, and this
    machine's speed varies by half from minute to minute); each round prints where the
